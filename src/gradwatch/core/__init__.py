@@ -1,0 +1,1 @@
+"""Pure math on tensors: no hooks, no I/O, no plotting."""

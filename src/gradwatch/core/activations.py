@@ -1,0 +1,176 @@
+"""Activation functions by name: value, derivative and the bound on its derivative.
+
+One table serves mean-field theory, the chain-rule bounds, the probe's saturation test and
+critical initialisation, so "sigmoid" means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+TensorFn = Callable[[torch.Tensor], torch.Tensor]
+
+LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default negative_slope
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise nonlinearity phi with its derivative.
+
+    Attributes:
+        name: short name ("tanh", "relu", ...) or the callable's ``__name__``.
+        fn: phi, elementwise on tensors.
+        derivative: phi', elementwise on tensors (autograd for user callables).
+        max_derivative: sup |phi'(x)| over the reals; the per-layer factor in the chain-rule
+            bound (sigmoid 0.25, tanh 1, ...). ``None`` when unknown (user callables).
+        saturates: True for sigmoid-like functions whose derivative tends to 0 at both ends.
+        piecewise_linear: True for relu-like functions (dead units rather than saturation).
+    """
+
+    name: str
+    fn: TensorFn
+    derivative: TensorFn
+    max_derivative: float | None
+    saturates: bool = False
+    piecewise_linear: bool = False
+
+
+def _sigmoid_d(x: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(x)
+    return s * (1 - s)
+
+
+def _gelu_d(x: torch.Tensor) -> torch.Tensor:
+    cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+    pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return cdf + x * pdf
+
+
+def _silu_d(x: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+def _elu_d(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > 0, torch.ones_like(x), torch.exp(x))
+
+
+_NAMED: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("tanh", torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, 1.0, saturates=True),
+        Activation("sigmoid", torch.sigmoid, _sigmoid_d, 0.25, saturates=True),
+        Activation(
+            "erf",
+            torch.erf,
+            lambda x: (2 / math.sqrt(math.pi)) * torch.exp(-x * x),
+            2 / math.sqrt(math.pi),
+            saturates=True,
+        ),
+        Activation(
+            "relu", torch.relu, lambda x: (x > 0).to(x.dtype), 1.0, piecewise_linear=True
+        ),
+        Activation(
+            "leaky_relu",
+            lambda x: torch.nn.functional.leaky_relu(x, LEAKY_SLOPE),
+            lambda x: torch.where(x > 0, 1.0, LEAKY_SLOPE).to(x.dtype),
+            1.0,
+            piecewise_linear=True,
+        ),
+        Activation("linear", lambda x: x, torch.ones_like, 1.0),
+        # sup of GELU' and SiLU' found numerically (attained near x = 1.41 and x = 2.40).
+        Activation("gelu", torch.nn.functional.gelu, _gelu_d, 1.1289),
+        Activation("silu", torch.nn.functional.silu, _silu_d, 1.0998),
+        Activation("elu", torch.nn.functional.elu, _elu_d, 1.0),
+        Activation("softplus", torch.nn.functional.softplus, torch.sigmoid, 1.0),
+        Activation(
+            "hardtanh",
+            torch.nn.functional.hardtanh,
+            lambda x: ((x > -1) & (x < 1)).to(x.dtype),
+            1.0,
+            saturates=True,
+            piecewise_linear=True,
+        ),
+    )
+}
+
+NAMES: tuple[str, ...] = tuple(_NAMED)
+
+_MODULES: dict[type[nn.Module], str] = {
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.ReLU: "relu",
+    nn.LeakyReLU: "leaky_relu",
+    nn.GELU: "gelu",
+    nn.SiLU: "silu",
+    nn.ELU: "elu",
+    nn.Softplus: "softplus",
+    nn.Hardtanh: "hardtanh",
+    nn.Identity: "linear",
+}
+
+
+def _autograd_derivative(fn: TensorFn) -> TensorFn:
+    def derivative(x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(fn(xr).sum(), xr)
+        return g
+
+    return derivative
+
+
+def activation(act: str | TensorFn | Activation) -> Activation:
+    """Resolve an activation given by name, as a callable, or already resolved.
+
+    Args:
+        act: one of ``NAMES`` (tanh, sigmoid, erf, relu, leaky_relu, linear, gelu, silu, elu,
+            softplus, hardtanh), an elementwise callable on tensors (its derivative is taken
+            by autograd), or an :class:`Activation`.
+
+    Returns:
+        The :class:`Activation`.
+
+    Example:
+        >>> activation("sigmoid").max_derivative
+        0.25
+    """
+    if isinstance(act, Activation):
+        return act
+    if isinstance(act, str):
+        key = act.lower().replace("-", "_")
+        if key not in _NAMED:
+            raise ValueError(f"act: unknown activation {act!r}; expected one of {', '.join(NAMES)} "
+                             "or a callable on tensors")
+        return _NAMED[key]
+    if isinstance(act, nn.Module):
+        found = module_activation(act)
+        if found is None:
+            raise ValueError(f"act: {type(act).__name__} is not an activation module gradwatch knows")
+        return found
+    if callable(act):
+        name = getattr(act, "__name__", type(act).__name__)
+        return Activation(name, act, _autograd_derivative(act), None)
+    raise TypeError(f"act: expected a name or a callable, got {type(act).__name__}")
+
+
+def module_activation(module: nn.Module) -> Activation | None:
+    """The :class:`Activation` an ``nn.Module`` applies (honouring LeakyReLU's slope), or None."""
+    for cls, name in _MODULES.items():
+        if type(module) is cls:
+            if isinstance(module, nn.LeakyReLU) and module.negative_slope != LEAKY_SLOPE:
+                slope = float(module.negative_slope)
+                return Activation(
+                    f"leaky_relu({slope:g})",
+                    lambda x: torch.nn.functional.leaky_relu(x, slope),
+                    lambda x: torch.where(x > 0, 1.0, slope).to(x.dtype),
+                    max(1.0, abs(slope)),
+                    piecewise_linear=True,
+                )
+            return _NAMED[name]
+    return None
