@@ -60,8 +60,8 @@ def _decode(value: Any, hint: Any) -> Any:
         return None
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _decode(value, args[0]) if len(args) == 1 else _decode_untyped(value)
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _decode(value, members[0]) if len(members) == 1 else _decode_untyped(value)
     if isinstance(value, dict) and "__tensor__" in value:
         t = torch.tensor(_floats_in(value["__tensor__"]), dtype=getattr(torch, value["dtype"]))
         return t.numpy() if hint is np.ndarray else t

@@ -37,7 +37,7 @@ def finite(name: str, value: torch.Tensor) -> None:
 def callable_(name: str, value: Any) -> Callable[..., Any]:
     if not callable(value):
         raise TypeError(f"{name}: expected a callable, got {type(value).__name__}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def number(

@@ -72,9 +72,7 @@ _NAMED: dict[str, Activation] = {
             2 / math.sqrt(math.pi),
             saturates=True,
         ),
-        Activation(
-            "relu", torch.relu, lambda x: (x > 0).to(x.dtype), 1.0, piecewise_linear=True
-        ),
+        Activation("relu", torch.relu, lambda x: (x > 0).to(x.dtype), 1.0, piecewise_linear=True),
         Activation(
             "leaky_relu",
             lambda x: torch.nn.functional.leaky_relu(x, LEAKY_SLOPE),
@@ -145,13 +143,17 @@ def activation(act: str | TensorFn | Activation) -> Activation:
     if isinstance(act, str):
         key = act.lower().replace("-", "_")
         if key not in _NAMED:
-            raise ValueError(f"act: unknown activation {act!r}; expected one of {', '.join(NAMES)} "
-                             "or a callable on tensors")
+            raise ValueError(
+                f"act: unknown activation {act!r}; expected one of {', '.join(NAMES)} "
+                "or a callable on tensors"
+            )
         return _NAMED[key]
     if isinstance(act, nn.Module):
         found = module_activation(act)
         if found is None:
-            raise ValueError(f"act: {type(act).__name__} is not an activation module gradwatch knows")
+            raise ValueError(
+                f"act: {type(act).__name__} is not an activation module gradwatch knows"
+            )
         return found
     if callable(act):
         name = getattr(act, "__name__", type(act).__name__)
@@ -159,18 +161,21 @@ def activation(act: str | TensorFn | Activation) -> Activation:
     raise TypeError(f"act: expected a name or a callable, got {type(act).__name__}")
 
 
+def _leaky(slope: float) -> Activation:
+    return Activation(
+        f"leaky_relu({slope:g})",
+        lambda x: torch.nn.functional.leaky_relu(x, slope),
+        lambda x: torch.where(x > 0, 1.0, slope).to(x.dtype),
+        max(1.0, abs(slope)),
+        piecewise_linear=True,
+    )
+
+
 def module_activation(module: nn.Module) -> Activation | None:
     """The :class:`Activation` an ``nn.Module`` applies (honouring LeakyReLU's slope), or None."""
     for cls, name in _MODULES.items():
         if type(module) is cls:
             if isinstance(module, nn.LeakyReLU) and module.negative_slope != LEAKY_SLOPE:
-                slope = float(module.negative_slope)
-                return Activation(
-                    f"leaky_relu({slope:g})",
-                    lambda x: torch.nn.functional.leaky_relu(x, slope),
-                    lambda x: torch.where(x > 0, 1.0, slope).to(x.dtype),
-                    max(1.0, abs(slope)),
-                    piecewise_linear=True,
-                )
+                return _leaky(float(module.negative_slope))
             return _NAMED[name]
     return None

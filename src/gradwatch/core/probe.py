@@ -1,0 +1,254 @@
+"""One-shot look at a model's learning signal: one forward, one backward, nothing changed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradwatch._result import Result
+from gradwatch.core import _checks
+from gradwatch.core.activations import module_activation
+
+__all__ = ["ActivationStats", "LayerStats", "ProbeResult", "layers_of", "probe"]
+
+SATURATION = 0.01  # a unit is saturated when phi'(x) < 1% of max phi'
+
+
+@dataclass(frozen=True)
+class LayerStats(Result):
+    """Gradient statistics of one layer (a leaf module with trainable parameters).
+
+    Attributes:
+        name: qualified module name, e.g. ``"features.3"``.
+        kind: module class name.
+        grad_norm: L2 norm of the gradient over the layer's parameters; ``None`` when no
+            gradient reached it (unused in the forward pass).
+        param_norm: L2 norm of the layer's parameters.
+        ratio: grad_norm / param_norm (``None`` with grad_norm, inf when the weights are 0).
+        nonfinite: number of NaN/Inf gradient entries.
+    """
+
+    name: str
+    kind: str
+    grad_norm: float | None
+    param_norm: float
+    ratio: float | None
+    nonfinite: int
+
+
+@dataclass(frozen=True)
+class ActivationStats(Result):
+    """Saturation of one activation module over the probe batch.
+
+    Attributes:
+        name: qualified module name.
+        act: activation name ("sigmoid", "relu", ...).
+        saturated: share of entries whose derivative is under 1% of its maximum (for ReLU:
+            the inactive share).
+        dead: for ReLU-like modules, share of units (output positions) that are inactive for
+            every example in the batch; ``None`` for smooth activations.
+        mean_abs: mean |activation|.
+    """
+
+    name: str
+    act: str
+    saturated: float
+    dead: float | None
+    mean_abs: float
+
+
+@dataclass(frozen=True)
+class ProbeResult(Result):
+    """What :func:`probe` measured. ``print(result)`` shows the per-layer table."""
+
+    loss: float
+    layers: tuple[LayerStats, ...]
+    activations: tuple[ActivationStats, ...]
+
+    @property
+    def first_last_ratio(self) -> float | None:
+        """Gradient norm of the first layer over the last's (< 1e-3 reads as vanishing)."""
+        norms = [s.grad_norm for s in self.layers if s.grad_norm is not None]
+        if len(norms) < 2 or norms[-1] == 0:
+            return None
+        return norms[0] / norms[-1]
+
+    def __str__(self) -> str:
+        rows = [
+            f"{'layer':<28} {'type':<12} {'grad norm':>11} {'grad/weight':>11} {'non-finite':>10}"
+        ]
+        for s in self.layers:
+            g = "absent" if s.grad_norm is None else f"{s.grad_norm:.3e}"
+            r = "-" if s.ratio is None else f"{s.ratio:.3e}"
+            rows.append(f"{s.name:<28} {s.kind:<12} {g:>11} {r:>11} {s.nonfinite:>10}")
+        if self.activations:
+            rows.append("")
+            rows.append(
+                f"{'activation':<28} {'act':<12} {'saturated':>11} {'dead':>11} {'mean |a|':>10}"
+            )
+            for a in self.activations:
+                dead = "-" if a.dead is None else f"{a.dead:.1%}"
+                rows.append(
+                    f"{a.name:<28} {a.act:<12} {a.saturated:>11.1%} {dead:>11} {a.mean_abs:>10.3g}"
+                )
+        return "\n".join(rows)
+
+
+def layers_of(model: nn.Module) -> list[tuple[str, nn.Module, list[nn.Parameter]]]:
+    """Leaf-level layers: (qualified name, module, its own trainable parameters), in order.
+
+    A parameter shared by several modules is counted once, under the first module that owns it.
+    """
+    seen: set[int] = set()
+    out = []
+    for name, module in model.named_modules():
+        params = []
+        for p in module.parameters(recurse=False):
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+        if params:
+            out.append((name or type(model).__name__, module, params))
+    return out
+
+
+def probe(
+    model: nn.Module,
+    inputs: torch.Tensor | tuple[Any, ...],
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    target: Any = None,
+) -> ProbeResult:
+    """Measure, in one forward and one backward, where the gradient dies at initialisation.
+
+    Per layer (leaf modules with trainable parameters, by qualified name): the gradient norm
+    and the gradient/weight norm ratio. Per activation module (Sigmoid, Tanh, ReLU, ...): the
+    share of saturated entries (phi' under 1% of its maximum) and, for ReLU-like modules, the
+    share of units dead over the whole batch. The model, its ``.grad`` fields and its mode are
+    left as they were: gradients are taken with ``torch.autograd.grad``.
+
+    Args:
+        model: the network.
+        inputs: a batch tensor, or a tuple of positional inputs.
+        loss_fn: ``loss_fn(output)`` or, when ``target`` is given, ``loss_fn(output, target)``;
+            must return a scalar. Default: ``0.5 * mean(output**2)``.
+        target: passed to ``loss_fn``.
+
+    Returns:
+        A :class:`ProbeResult`; ``print()`` it for the table.
+
+    Example:
+        >>> net = nn.Sequential(*[m for _ in range(10) for m in (nn.Linear(32, 32), nn.Sigmoid())])
+        >>> res = probe(net, torch.randn(64, 32), lambda out: out.sum())
+        >>> res.first_last_ratio < 1e-3
+        True
+
+    Paper: Glorot & Bengio 2010 (Understanding the difficulty of training deep feedforward
+    neural networks) measure exactly these per-layer gradients and saturations at init.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    layers = layers_of(model)
+    if not layers:
+        raise ValueError(
+            "model: has no trainable parameters (none, or all requires_grad=False); "
+            "probe needs at least one parameter that takes a gradient"
+        )
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            _checks.tensor(f"inputs[{i}]" if isinstance(inputs, tuple) else "inputs", a)
+    if loss_fn is not None:
+        _checks.callable_("loss_fn", loss_fn)
+
+    acts: list[ActivationStats] = []
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+        def record(module: nn.Module, inp: tuple[Any, ...], out: Any) -> None:
+            stats = _saturation(name, module, inp, out)
+            if stats is not None:
+                acts.append(stats)
+
+        return record
+
+    handles = [
+        m.register_forward_hook(hook(n))
+        for n, m in model.named_modules()
+        if module_activation(m) is not None
+    ]
+    try:
+        with torch.enable_grad():
+            out = model(*args)
+            if loss_fn is None:
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(
+                        "loss_fn: the model returns "
+                        f"{type(out).__name__}; pass a loss_fn that reduces it to a scalar"
+                    )
+                loss = 0.5 * out.float().square().mean()
+            else:
+                loss = loss_fn(out) if target is None else loss_fn(out, target)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise ValueError(
+                    "loss_fn: must return a scalar tensor, got "
+                    f"{getattr(loss, 'shape', type(loss).__name__)}"
+                )
+            flat = [p for _, _, ps in layers for p in ps]
+            grads = torch.autograd.grad(loss.reshape(()), flat, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+
+    rows = []
+    i = 0
+    for name, module, params in layers:
+        gs = grads[i : i + len(params)]
+        i += len(params)
+        with torch.no_grad():
+            pnorm = float(
+                torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(p.detach().float()) for p in params])
+                )
+            )
+            present = [g for g in gs if g is not None]
+            if not present:
+                rows.append(LayerStats(name, type(module).__name__, None, pnorm, None, 0))
+                continue
+            bad = sum(int((~torch.isfinite(g)).sum()) for g in present)
+            gnorm = float(
+                torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(g.float()) for g in present])
+                )
+            )
+        ratio = gnorm / pnorm if pnorm > 0 else math.inf
+        rows.append(LayerStats(name, type(module).__name__, gnorm, pnorm, ratio, bad))
+    return ProbeResult(float(loss.detach()), tuple(rows), tuple(acts))
+
+
+def _saturation(
+    name: str, module: nn.Module, inp: tuple[Any, ...], out: Any
+) -> ActivationStats | None:
+    act = module_activation(module)
+    if act is None or not inp or not isinstance(inp[0], torch.Tensor):
+        return None
+    x = inp[0]
+    if not x.is_floating_point() or x.numel() == 0:
+        return None
+    with torch.no_grad():
+        x = x.detach().float()
+        d = act.derivative(x).abs()
+        peak = act.max_derivative if act.max_derivative is not None else float(d.max())
+        saturated = float((d < SATURATION * peak).float().mean())
+        dead = None
+        if act.piecewise_linear and not act.saturates and x.ndim >= 1:
+            # A unit (output position) is dead when it is inactive for every example.
+            inactive = (x <= 0).reshape(x.shape[0], -1) if x.ndim > 1 else (x <= 0)[None]
+            dead = float(inactive.all(dim=0).float().mean())
+        mean_abs = (
+            float(out.detach().float().abs().mean()) if isinstance(out, torch.Tensor) else math.nan
+        )
+    return ActivationStats(name, act.name, saturated, dead, mean_abs)

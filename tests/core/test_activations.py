@@ -1,0 +1,36 @@
+import pytest
+import torch
+from torch import nn
+
+from gradwatch.core.activations import NAMES, activation, module_activation
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_named_derivatives_match_autograd(name):
+    a = activation(name)
+    x = torch.linspace(-6, 6, 1201, dtype=torch.float64)
+    x = x[x.abs() > 1e-9]  # skip the kink at 0
+    x = x[(x.abs() - 1).abs() > 1e-9]  # and hardtanh's kinks at +-1
+    auto = activation(a.fn).derivative(x)
+    assert torch.allclose(a.derivative(x), auto, atol=1e-10)
+    if a.max_derivative is not None:
+        assert a.derivative(x).abs().max() <= a.max_derivative + 1e-4
+
+
+def test_callable_and_module_resolution():
+    a = activation(lambda x: 3 * x)
+    assert torch.allclose(a.derivative(torch.randn(5)), torch.full((5,), 3.0))
+    assert activation(nn.Tanh()).name == "tanh"
+    assert module_activation(nn.Linear(2, 2)) is None
+    leaky = module_activation(nn.LeakyReLU(0.2))
+    assert leaky is not None
+    assert torch.allclose(leaky.derivative(torch.tensor([-1.0, 1.0])), torch.tensor([0.2, 1.0]))
+
+
+def test_bad_activation():
+    with pytest.raises(ValueError, match="act: unknown activation 'tanhh'"):
+        activation("tanhh")
+    with pytest.raises(TypeError, match="act"):
+        activation(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="act"):
+        activation(nn.Linear(2, 2))
