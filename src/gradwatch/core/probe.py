@@ -99,6 +99,11 @@ class ProbeResult(Result):
         return "\n".join(rows)
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """At least float32 (half and bfloat16 statistics lose digits), float64 kept as is."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def layers_of(model: nn.Module) -> list[tuple[str, nn.Module, list[nn.Parameter]]]:
     """Leaf-level layers: (qualified name, module, its own trainable parameters), in order.
 
@@ -189,7 +194,7 @@ def probe(
                         "loss_fn: the model returns "
                         f"{type(out).__name__}; pass a loss_fn that reduces it to a scalar"
                     )
-                loss = 0.5 * out.float().square().mean()
+                loss = 0.5 * _wide(out).square().mean()
             else:
                 loss = loss_fn(out) if target is None else loss_fn(out, target)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -211,7 +216,7 @@ def probe(
         with torch.no_grad():
             pnorm = float(
                 torch.linalg.vector_norm(
-                    torch.stack([torch.linalg.vector_norm(p.detach().float()) for p in params])
+                    torch.stack([torch.linalg.vector_norm(p.detach(), dtype=torch.float64) for p in params])
                 )
             )
             present = [g for g in gs if g is not None]
@@ -221,7 +226,7 @@ def probe(
             bad = sum(int((~torch.isfinite(g)).sum()) for g in present)
             gnorm = float(
                 torch.linalg.vector_norm(
-                    torch.stack([torch.linalg.vector_norm(g.float()) for g in present])
+                    torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for g in present])
                 )
             )
         ratio = gnorm / pnorm if pnorm > 0 else math.inf
@@ -239,7 +244,7 @@ def _saturation(
     if not x.is_floating_point() or x.numel() == 0:
         return None
     with torch.no_grad():
-        x = x.detach().float()
+        x = _wide(x.detach())
         d = act.derivative(x).abs()
         peak = act.max_derivative if act.max_derivative is not None else float(d.max())
         saturated = float((d < SATURATION * peak).float().mean())
@@ -249,6 +254,6 @@ def _saturation(
             inactive = (x <= 0).reshape(x.shape[0], -1) if x.ndim > 1 else (x <= 0)[None]
             dead = float(inactive.all(dim=0).float().mean())
         mean_abs = (
-            float(out.detach().float().abs().mean()) if isinstance(out, torch.Tensor) else math.nan
+            float(_wide(out.detach()).abs().mean()) if isinstance(out, torch.Tensor) else math.nan
         )
     return ActivationStats(name, act.name, saturated, dead, mean_abs)

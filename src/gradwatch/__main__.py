@@ -1,0 +1,3 @@
+from gradwatch.cli import main
+
+main()
