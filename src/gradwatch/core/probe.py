@@ -14,7 +14,7 @@ from gradwatch._result import Result
 from gradwatch.core import _checks
 from gradwatch.core.activations import module_activation
 
-__all__ = ["ActivationStats", "LayerStats", "ProbeResult", "layers_of", "probe"]
+__all__ = ["ActivationStats", "LayerStats", "ProbeResult", "layers_of", "probe", "qualname"]
 
 SATURATION = 0.01  # a unit is saturated when phi'(x) < 1% of max phi'
 
@@ -104,6 +104,11 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
+def qualname(model: nn.Module, name: str) -> str:
+    """A module's qualified name; the root module (name "") is called by its class name."""
+    return name or type(model).__name__
+
+
 def layers_of(model: nn.Module) -> list[tuple[str, nn.Module, list[nn.Parameter]]]:
     """Leaf-level layers: (qualified name, module, its own trainable parameters), in order.
 
@@ -118,7 +123,7 @@ def layers_of(model: nn.Module) -> list[tuple[str, nn.Module, list[nn.Parameter]
                 seen.add(id(p))
                 params.append(p)
         if params:
-            out.append((name or type(model).__name__, module, params))
+            out.append((qualname(model, name), module, params))
     return out
 
 
@@ -181,7 +186,7 @@ def probe(
         return record
 
     handles = [
-        m.register_forward_hook(hook(n))
+        m.register_forward_hook(hook(qualname(model, n)))
         for n, m in model.named_modules()
         if module_activation(m) is not None
     ]
@@ -216,7 +221,9 @@ def probe(
         with torch.no_grad():
             pnorm = float(
                 torch.linalg.vector_norm(
-                    torch.stack([torch.linalg.vector_norm(p.detach(), dtype=torch.float64) for p in params])
+                    torch.stack(
+                        [torch.linalg.vector_norm(p.detach(), dtype=torch.float64) for p in params]
+                    )
                 )
             )
             present = [g for g in gs if g is not None]

@@ -1,0 +1,191 @@
+"""Bounded, on-device history of per-step statistics, and its host-side snapshot.
+
+Each statistic is a (steps x columns) table. Recent rows live in a ring buffer; a long view
+keeps every ``stride``-th recorded step and halves itself (doubling the stride) when full, so
+memory stays constant over any number of steps while the whole run stays visible.
+Writes are device-side ``copy_`` calls: nothing here syncs with the host until ``snapshot``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from gradwatch._result import Result
+from gradwatch.core.bptt import BPTTProfile
+
+__all__ = ["RecurrentSample", "RunHistory"]
+
+
+@dataclass(frozen=True)
+class RecurrentSample(Result):
+    """A gradient-against-lag profile of one recurrent module at one step."""
+
+    module: str
+    step: int
+    profile: BPTTProfile
+
+
+@dataclass(frozen=True)
+class RunHistory(Result):
+    """What a Watch recorded, on the host. ``history["grad_norm"]`` is a (steps x layers) tensor.
+
+    Attributes:
+        layers: qualified names of the watched layers (leaf modules with parameters).
+        layer_kinds: their class names.
+        activations: qualified names of the watched activation modules.
+        activation_kinds: their activation names ("sigmoid", "relu", ...).
+        steps: (S,) recorded step numbers, increasing (1-based optimizer steps).
+        layer_stats: per-layer tables (S, len(layers)): grad_norm, param_norm, update_ratio,
+            nonfinite. NaN marks "absent": no gradient reached the layer at that step.
+        activation_stats: per-activation tables (S, len(activations)): saturated, dead,
+            mean_abs. NaN where the statistic does not apply (dead for sigmoid).
+        recurrent: sampled gradient-through-time profiles of nn.RNN/LSTM/GRU modules.
+        layer_info: per-layer facts taken once at attach, (len(layers),) each: ``numel``,
+            ``fan_in`` and ``init_gain`` (sigma_w = sqrt(fan_in * mean(W^2)) of the weight).
+        meta: what the user told the Watch (e.g. the GAN discriminator and loss kind), and
+            ``lstm_forget_bias:<name>`` entries the Watch adds for LSTM modules.
+    """
+
+    layers: tuple[str, ...]
+    layer_kinds: tuple[str, ...]
+    activations: tuple[str, ...]
+    activation_kinds: tuple[str, ...]
+    steps: torch.Tensor
+    layer_stats: dict[str, torch.Tensor]
+    activation_stats: dict[str, torch.Tensor]
+    recurrent: tuple[RecurrentSample, ...] = ()
+    layer_info: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, stat: str) -> torch.Tensor:
+        if stat in self.layer_stats:
+            return self.layer_stats[stat]
+        if stat in self.activation_stats:
+            return self.activation_stats[stat]
+        known = ", ".join([*self.layer_stats, *self.activation_stats])
+        raise KeyError(f"stat: no statistic {stat!r} in this history; it has {known}")
+
+    def __len__(self) -> int:
+        return int(self.steps.numel())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunHistory):
+            return NotImplemented
+        same_tables = all(
+            a.keys() == b.keys()
+            and all(torch.equal(a[k].isnan(), b[k].isnan()) for k in a)
+            and all(torch.equal(a[k].nan_to_num(), b[k].nan_to_num()) for k in a)
+            for a, b in (
+                (self.layer_stats, other.layer_stats),
+                (self.activation_stats, other.activation_stats),
+                (self.layer_info, other.layer_info),
+            )
+        )
+        return (
+            same_tables
+            and torch.equal(self.steps, other.steps)
+            and (self.layers, self.layer_kinds, self.activations, self.activation_kinds)
+            == (other.layers, other.layer_kinds, other.activations, other.activation_kinds)
+            and self.meta == other.meta
+            and len(self.recurrent) == len(other.recurrent)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def profiles(self, module: str) -> list[RecurrentSample]:
+        """The recurrent samples of one module, in step order."""
+        return [s for s in self.recurrent if s.module == module]
+
+
+class Tables:
+    """Device-side ring buffer + long view for a set of same-width statistics.
+
+    Row steps are kept in Python lists on the host, so bookkeeping never touches a tensor.
+    """
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        width: int,
+        device: torch.device,
+        recent: int,
+        long: int,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.names, self.device = names, device
+        self.recent, self.long = recent, long
+        self.ring = {
+            n: torch.full((recent, width), math.nan, dtype=dtype, device=device) for n in names
+        }  # (R, C)
+        self.ring_steps: list[int] = [-1] * recent  # -1 marks an empty row
+        self.lview = {
+            n: torch.full((long, width), math.nan, dtype=dtype, device=device) for n in names
+        }  # (R', C)
+        self.lview_steps: list[int] = []
+        self.stride = 1
+        self.n_rows = 0  # rows written to the ring so far
+
+    def write(self, step: int, values: dict[str, torch.Tensor]) -> None:
+        """Store one row per statistic (device tensors of shape (C,)); no host sync."""
+        slot = self.n_rows % self.recent
+        for n in self.names:
+            self.ring[n][slot].copy_(values[n], non_blocking=True)
+        self.ring_steps[slot] = step
+        self.n_rows += 1
+        if step % self.stride:
+            return
+        if len(self.lview_steps) == self.long:  # halve: keep every other row, double the stride
+            keep = torch.arange(0, self.long, 2, device=self.device)
+            for n in self.names:
+                t = self.lview[n]
+                t[: len(keep)] = t[keep].clone()
+                t[len(keep) :] = math.nan
+            self.lview_steps = self.lview_steps[::2]
+            self.stride *= 2
+            if step % self.stride:
+                return
+        for n in self.names:
+            self.lview[n][len(self.lview_steps)].copy_(values[n], non_blocking=True)
+        self.lview_steps.append(step)
+
+    def update(self, step: int, name: str, values: torch.Tensor) -> None:
+        """Fill in a statistic of an already written row (known only after the update)."""
+        if step in self.ring_steps:
+            self.ring[name][self.ring_steps.index(step)].copy_(values, non_blocking=True)
+        if step in self.lview_steps:
+            self.lview[name][self.lview_steps.index(step)].copy_(values, non_blocking=True)
+
+    def unflushed(self, after: int) -> int:
+        """How many ring rows hold steps later than ``after``."""
+        return sum(s > after for s in self.ring_steps)
+
+    def rows(self, after: int, upto: int) -> tuple[list[int], dict[str, torch.Tensor]]:
+        """Ring rows with after < step <= upto, in step order (host copies; one sync)."""
+        slots = sorted((s, i) for i, s in enumerate(self.ring_steps) if after < s <= upto)
+        idx = torch.tensor([i for _, i in slots], dtype=torch.long, device=self.device)
+        return [s for s, _ in slots], {n: self.ring[n][idx].cpu().double() for n in self.names}
+
+    def snapshot(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Long view and ring merged, one row per step, in step order (host copies)."""
+        rows: dict[int, tuple[str, int]] = {s: ("l", i) for i, s in enumerate(self.lview_steps)}
+        rows.update({s: ("r", i) for i, s in enumerate(self.ring_steps) if s >= 0})
+        steps = sorted(rows)
+        tables = {}
+        for n in self.names:
+            lv, rg = self.lview[n].cpu().double(), self.ring[n].cpu().double()
+            width = lv.shape[1]
+            out = torch.empty(len(steps), width, dtype=torch.float64)
+            for r, s in enumerate(steps):
+                src, i = rows[s]
+                out[r] = (lv if src == "l" else rg)[i]
+            tables[n] = out
+        return torch.tensor(steps, dtype=torch.long), tables
+
+    def nbytes(self) -> int:
+        """Device memory held by the tables: constant, whatever the number of steps."""
+        return sum(
+            t.numel() * t.element_size() for t in [*self.ring.values(), *self.lview.values()]
+        )

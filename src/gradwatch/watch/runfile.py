@@ -1,0 +1,213 @@
+"""Run files: JSON Lines, a header line then one record per recorded step.
+
+Appending records line by line means a process killed mid-write leaves every complete record
+readable; ``load_run`` warns about the partial tail and reads the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from typing import IO, TYPE_CHECKING, Any
+
+import torch
+
+from gradwatch.core.bptt import BPTTProfile
+from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
+
+if TYPE_CHECKING:
+    from gradwatch.watch.watch import Watch
+
+__all__ = ["load_run"]
+
+FORMAT, VERSION = "gradwatch-run", 1
+
+
+def _num(v: float) -> float | str:
+    return v if math.isfinite(v) else repr(v)  # JSON has no NaN/Inf
+
+
+def _is_run_file(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = json.loads(f.readline() or b"null")
+    except (OSError, ValueError):
+        return False
+    return isinstance(head, dict) and head.get("format") == FORMAT
+
+
+class Sink:
+    """An open run file. Created by ``Watch.save``; rewrites only gradwatch run files."""
+
+    def __init__(self, path: str) -> None:
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"path: {path!r} is a directory; give a file name")
+        if os.path.exists(path) and os.path.getsize(path) > 0 and not _is_run_file(path):
+            raise FileExistsError(
+                f"path: {path!r} exists and is not a gradwatch run file; refusing to overwrite it"
+            )
+        self.path = path
+        self.file: IO[str] | None = None
+        self.flushed = 0  # last step written
+        self.samples_written = 0
+
+    def write(
+        self, watch: Watch, layers: Tables, acts: Tables, samples: list[RecurrentSample]
+    ) -> None:
+        if self.file is None:
+            self.file = open(self.path, "w", encoding="utf-8")
+            self.file.write(
+                json.dumps(
+                    {
+                        "format": FORMAT,
+                        "version": VERSION,
+                        "layers": list(watch.layer_names),
+                        "layer_kinds": list(watch.layer_kinds),
+                        "activations": [n for n, _, _ in watch._acts],
+                        "activation_kinds": [a.name for _, _, a in watch._acts],
+                        "layer_info": {
+                            k: [_num(v) for v in t.tolist()] for k, t in watch.layer_info.items()
+                        },
+                        "meta": watch.meta,
+                    }
+                )
+                + "\n"
+            )
+        # Rows whose update ratio is still to come wait for the next flush (or close).
+        pending = watch._pending_update
+        upto = pending[0] - 1 if pending is not None and watch.attached else 2**62
+        steps, lt = layers.rows(self.flushed, upto)
+        _, at = acts.rows(self.flushed, upto)
+        lines = []
+        for r, step in enumerate(steps):
+            rec: dict[str, Any] = {"step": step}
+            for table in (lt, at):
+                for name, t in table.items():
+                    rec[name] = [_num(v) for v in t[r].tolist()]
+            lines.append(json.dumps(rec))
+            self.flushed = step
+        for s in samples[self.samples_written :]:
+            lines.append(
+                json.dumps({"recurrent": s.module, "step": s.step, "profile": s.profile.to_dict()})
+            )
+        self.samples_written = len(samples)
+        if lines:
+            self.file.write("\n".join(lines) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def load_run(path: str | os.PathLike[str]) -> RunHistory:
+    """Read a run file written by ``Watch.save`` into the same :class:`RunHistory`.
+
+    A file cut mid-record (the writer was killed) loads every complete record and warns about
+    the rest. An empty, binary, truncated-header or foreign file raises one ``ValueError``.
+
+    Args:
+        path: the ``.jsonl`` file.
+
+    Returns:
+        The run's :class:`RunHistory`.
+
+    Example:
+        >>> watch.save("run.jsonl"); history = load_run("run.jsonl")   # doctest: +SKIP
+    """
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise ValueError(f"path: cannot read {p!r}: {err.strerror}") from None
+    if not raw.strip():
+        raise ValueError(f"path: {p!r} is empty; expected a gradwatch run file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"path: {p!r} is binary, not a gradwatch run file") from None
+    lines = text.split("\n")
+    try:
+        head = json.loads(lines[0])
+    except json.JSONDecodeError:
+        raise ValueError(f"path: {p!r} does not start with a gradwatch run header") from None
+    if not isinstance(head, dict) or head.get("format") != FORMAT:
+        raise ValueError(f"path: {p!r} is not a gradwatch run file (no '{FORMAT}' header)")
+    if head.get("version") != VERSION:
+        raise ValueError(
+            f"path: {p!r} has run-file version {head.get('version')!r}; this "
+            f"gradwatch reads version {VERSION}"
+        )
+    try:
+        layers = tuple(map(str, head["layers"]))
+        layer_kinds = tuple(map(str, head["layer_kinds"]))
+        acts = tuple(map(str, head["activations"]))
+        act_kinds = tuple(map(str, head["activation_kinds"]))
+        meta = {str(k): str(v) for k, v in dict(head.get("meta", {})).items()}
+        info = {
+            str(k): torch.tensor([float(x) for x in v], dtype=torch.float64)
+            for k, v in dict(head.get("layer_info", {})).items()
+        }
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"path: {p!r} has a malformed header") from None
+
+    rows: dict[int, dict[str, Any]] = {}
+    samples: list[RecurrentSample] = []
+    bad = 0
+    body = lines[1:]
+    for i, line in enumerate(body):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if "recurrent" in rec:
+                samples.append(
+                    RecurrentSample(
+                        str(rec["recurrent"]),
+                        int(rec["step"]),
+                        BPTTProfile._from_dict(rec["profile"]),
+                    )
+                )
+            else:
+                rows[int(rec["step"])] = rec
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            bad += 1
+            last = i == len(body) - 1 or not any(x.strip() for x in body[i + 1 :])
+            if not last:
+                continue
+    if bad:
+        warnings.warn(
+            f"{p}: skipped {bad} incomplete or unreadable record(s) (the writer was "
+            "probably interrupted); loaded the rest",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    steps = sorted(rows)
+
+    def table(name: str, width: int) -> torch.Tensor:
+        out = torch.full((len(steps), width), math.nan, dtype=torch.float64)
+        for r, s in enumerate(steps):
+            vals = rows[s].get(name)
+            if isinstance(vals, list) and len(vals) == width:
+                out[r] = torch.tensor([float(v) for v in vals], dtype=torch.float64)
+        return out
+
+    from gradwatch.watch.watch import ACTIVATION_STATS, LAYER_STATS
+
+    return RunHistory(
+        layers=layers,
+        layer_kinds=layer_kinds,
+        activations=acts,
+        activation_kinds=act_kinds,
+        steps=torch.tensor(steps, dtype=torch.long),
+        layer_stats={n: table(n, len(layers)) for n in LAYER_STATS},
+        activation_stats={n: table(n, len(acts)) for n in ACTIVATION_STATS},
+        recurrent=tuple(samples),
+        layer_info=info,
+        meta=meta,
+    )

@@ -1,0 +1,521 @@
+"""The Watch: per-layer gradient statistics recorded during training, without changing it."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+import os
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from gradwatch.core.activations import Activation, module_activation
+from gradwatch.core.bptt import bptt_profile
+from gradwatch.core.probe import SATURATION, layers_of, qualname
+from gradwatch.watch import runfile
+from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
+from gradwatch.watch.stats import segment_nonfinite, segment_norms
+
+__all__ = ["Watch"]
+
+LAYER_STATS = ("grad_norm", "param_norm", "update_ratio", "nonfinite")
+ACTIVATION_STATS = ("saturated", "dead", "mean_abs")
+RECURRENT = (nn.RNN, nn.LSTM, nn.GRU)
+
+ModuleFilter = str | type[nn.Module] | Sequence[str | type[nn.Module]] | None
+
+_attached: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _selector(modules: ModuleFilter) -> Callable[[str, nn.Module], bool]:
+    if modules is None:
+        return lambda name, m: True
+    items = [modules] if isinstance(modules, (str, type)) else list(modules)
+    for item in items:
+        if not isinstance(item, (str, type)):
+            raise TypeError(
+                f"modules: expected name patterns or nn.Module types, got {type(item).__name__}"
+            )
+    pats = [i for i in items if isinstance(i, str)]
+    types = tuple(i for i in items if isinstance(i, type))
+    return lambda name, m: isinstance(m, types) or any(fnmatch.fnmatchcase(name, p) for p in pats)
+
+
+class Watch:
+    """Record per-layer gradient statistics in any training loop, with no effect on training.
+
+    Per recorded step and layer (leaf modules with trainable parameters, by qualified name):
+    gradient L2 norm, parameter norm, update/weight ratio ||dW||/||W|| and the count of NaN/Inf
+    gradient entries. Per activation module (Sigmoid, Tanh, ReLU, LeakyReLU, GELU, SiLU, ELU,
+    Softplus, Hardtanh): the saturated share (phi' under 1% of its maximum), the dead share for
+    ReLU-like units (inactive for the whole batch) and the mean |activation|. Per nn.RNN /
+    LSTM / GRU: the gradient-against-lag profile (:func:`gradwatch.bptt_profile`) every
+    ``recurrent_every`` steps. Statistics stay on the tensors' device; the host sees them only
+    when ``history`` is read or the run file is flushed, so ``step()`` adds no host sync.
+
+    Args:
+        model: the network to watch. Only a weak reference is kept.
+        optimizer: if given, the Watch hooks ``optimizer.step`` and records by itself (do not
+            call ``step()``); update ratios are then exact.
+        every: record every ``every``-th step (1 = all).
+        modules: only watch modules whose qualified name matches these fnmatch patterns or
+            whose type is one of these types.
+        activations: also record activation statistics (forward hooks on recorded steps only).
+        history: rows kept at full resolution (the most recent recorded steps); an equally long
+            downsampled view keeps the whole run, so memory is constant.
+        update_ratio: record ||dW||/||W|| (costs one copy of the parameters per recorded step).
+        recurrent_every: steps between gradient-through-time samples of recurrent modules
+            (0 disables them).
+        scaler: a ``torch.amp.GradScaler`` whose scale divides the gradients when ``step()`` is
+            called before ``scaler.unscale_`` (norms are then of the unscaled gradient).
+        meta: strings to keep with the run (e.g. ``{"gan_discriminator": "disc",
+            "gan_loss": "saturating"}`` for the GAN finding).
+
+    Example:
+        >>> with Watch(model) as watch:                       # doctest: +SKIP
+        ...     for x, y in loader:
+        ...         loss_fn(model(x), y).backward()
+        ...         watch.step()                              # before optimizer.step()
+        ...         opt.step(); opt.zero_grad()
+        >>> watch.history["grad_norm"].shape                  # doctest: +SKIP
+        torch.Size([steps, layers])
+
+    Paper: Glorot & Bengio 2010 track these per-layer gradients and saturations during
+    training; the update/weight ratio is Karpathy's ~1e-3 rule of thumb (CS231n).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        every: int = 1,
+        modules: ModuleFilter = None,
+        activations: bool = True,
+        history: int = 1024,
+        *,
+        update_ratio: bool = True,
+        recurrent_every: int = 100,
+        scaler: Any = None,
+        meta: dict[str, str] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        for name, value, low in (
+            ("every", every, 1),
+            ("history", history, 2),
+            ("recurrent_every", recurrent_every, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        keep = _selector(modules)
+        layers = [(n, m, ps) for n, m, ps in layers_of(model) if keep(n, m)]
+        if not layers:
+            raise ValueError(
+                "model: no trainable parameters to watch (none, all frozen, or none "
+                "matching `modules`)"
+            )
+        self._model = weakref.ref(model)
+        self._optimizer = optimizer
+        self.every, self.activations_on, self.update_ratio_on = every, activations, update_ratio
+        self.recurrent_every = recurrent_every
+        self._scaler = scaler
+        self.meta = dict(meta or {})
+
+        self.layer_names = tuple(n for n, _, _ in layers)
+        self.layer_kinds = tuple(type(m).__name__ for _, m, _ in layers)
+        self._params = [p for _, _, ps in layers for p in ps]
+        self._param_layer = [i for i, (_, _, ps) in enumerate(layers) for _ in ps]
+        device = self._params[0].device
+        wide = any(p.dtype == torch.float64 for p in self._params)
+        self._dtype = torch.float64 if wide else torch.float32
+        self._acts: list[tuple[str, nn.Module, Activation]] = []
+        if activations:
+            for n, m in model.named_modules():
+                act = module_activation(m)
+                if act is not None and keep(n, m):
+                    self._acts.append((qualname(model, n), m, act))
+        self._recurrent = [
+            (qualname(model, n), m)
+            for n, m in model.named_modules()
+            if isinstance(m, RECURRENT) and keep(n, m)
+        ]
+        self.layer_info = _layer_info(layers)
+        for n, m in self._recurrent:
+            if isinstance(m, nn.LSTM) and m.bias:
+                self.meta.setdefault(f"lstm_forget_bias:{n}", f"{_forget_bias(m):.4g}")
+
+        L, A = len(self.layer_names), len(self._acts)
+        self._layer_tables = Tables(LAYER_STATS, L, device, history, history, self._dtype)
+        self._act_tables = Tables(ACTIVATION_STATS, A, device, history, history, self._dtype)
+        self._segments: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._step = 0
+        self._handles: list[RemovableHandle] = []
+        # activation index -> ([saturated, dead, mean_abs] sums on device, calls this step)
+        self._staged: dict[int, tuple[list[torch.Tensor], int]] = {}
+        self._snapshot: list[torch.Tensor] | None = None
+        self._pending_update: tuple[int, list[int]] | None = None  # (row step, param indices)
+        self._captures: dict[int, dict[str, tuple[nn.Module, torch.Tensor]]] = {}
+        self._pending_profiles: list[tuple[str, int, nn.Module, torch.Tensor]] = []
+        self._samples: list[RecurrentSample] = []
+        self._sink: runfile.Sink | None = None
+        self._warned_no_grad = False
+        self.attached = False
+
+    # ---------------------------------------------------------------- lifecycle
+    @property
+    def model(self) -> nn.Module:
+        model = self._model()
+        if model is None:
+            raise RuntimeError("model: the watched model was garbage collected")
+        return model
+
+    def attach(self) -> Watch:
+        """Register the hooks. Called by ``with Watch(...)``."""
+        if self.attached:
+            return self
+        model = self.model
+        if model in _attached:
+            raise RuntimeError(
+                "model: already has an attached Watch; close() it first (one Watch per model)"
+            )
+        me = weakref.ref(self)
+        try:
+            for i, (_, m, _) in enumerate(self._acts):
+                self._handles.append(m.register_forward_hook(_act_hook(me, i)))
+            for name, m in self._recurrent:
+                self._handles.append(
+                    m.register_forward_pre_hook(_rnn_hook(me, name), with_kwargs=True)
+                )
+            if self._optimizer is not None:
+                self._handles.append(self._optimizer.register_step_pre_hook(_opt_pre(me)))
+                self._handles.append(self._optimizer.register_step_post_hook(_opt_post(me)))
+        except BaseException:
+            self._remove_hooks()
+            raise
+        _attached.add(model)
+        weakref.finalize(self, _remove_all, self._handles)
+        self.attached = True
+        return self
+
+    def close(self) -> None:
+        """Remove every hook and flush the run file. Safe to call twice."""
+        self._remove_hooks()
+        model = self._model()
+        if model is not None:
+            _attached.discard(model)
+        self.attached = False
+        if self._sink is not None:
+            self.flush()
+            self._sink.close()
+
+    def _remove_hooks(self) -> None:
+        _remove_all(self._handles)
+
+    def __enter__(self) -> Watch:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- recording
+    def _recording(self) -> bool:
+        """Whether the forward/backward now running belongs to a recorded step."""
+        return self._step % self.every == 0
+
+    def step(self) -> None:
+        """Record this step's statistics. Call after ``backward()``, before ``optimizer.step()``.
+
+        With ``optimizer=`` given to the Watch this is done for you and a call here is ignored.
+        """
+        if self._optimizer is not None:
+            return
+        self._finish_update()
+        self._record()
+
+    def _record(self) -> None:
+        step = self._step + 1
+        if not self._recording():
+            self._step = step
+            return
+        present = [i for i, p in enumerate(self._params) if p.grad is not None]
+        if not present:
+            if not self._warned_no_grad:
+                warnings.warn(
+                    "Watch.step(): no gradients yet; call it after loss.backward() "
+                    "(nothing recorded for this step)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                self._warned_no_grad = True
+            self._staged.clear()
+            self._step = step
+            return
+        L = len(self.layer_names)
+        grads = [self._grad(i) for i in present]
+        seg, absent = self._segment(present)
+        gnorm = segment_norms(grads, seg, L, self._dtype)
+        bad = segment_nonfinite(grads, seg, L, self._dtype)
+        params = [self._params[i].detach() for i in present]
+        pnorm = segment_norms(params, seg, L, self._dtype)
+        nan = torch.full_like(gnorm, math.nan)
+        row = {
+            "grad_norm": torch.where(absent, nan, gnorm),
+            "param_norm": pnorm,
+            "update_ratio": nan,
+            "nonfinite": torch.where(absent, nan, bad),
+        }
+        self._layer_tables.write(step, row)
+        if self._acts:
+            self._act_tables.write(step, self._activation_row())
+        if self.update_ratio_on:
+            self._snapshot = [p.detach().clone() for p in params]
+            self._pending_update = (step, present)
+        self._take_captures(step)
+        self._step = step
+        # Flush before the ring overwrites rows the file has not seen (one sync per half ring).
+        if self._sink is not None and (
+            self._layer_tables.unflushed(self._sink.flushed) >= self._layer_tables.recent // 2
+        ):
+            self.flush()
+
+    def _grad(self, i: int) -> torch.Tensor:
+        g = self._params[i].grad
+        assert g is not None
+        g = g.detach()
+        if g.is_sparse:
+            g = g.coalesce().values()
+        scale = getattr(self._scaler, "_scale", None)
+        if scale is not None and not _already_unscaled(self._scaler):
+            g = g / scale.to(g.dtype)  # a device tensor: no sync
+        return g
+
+    def _segment(self, present: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Device (segment ids, absent-layer mask) for this set of present grads, cached."""
+        key = tuple(present)
+        if key not in self._segments:
+            seg = [self._param_layer[i] for i in present]
+            absent = [i not in set(seg) for i in range(len(self.layer_names))]
+            dev = self._layer_tables.device
+            self._segments[key] = (torch.tensor(seg, device=dev), torch.tensor(absent, device=dev))
+        return self._segments[key]
+
+    def _finish_update(self) -> None:
+        """||W_now - W_then|| / ||W_then|| for the last recorded step, once its update is done."""
+        if self._pending_update is None or self._snapshot is None:
+            return
+        step, present = self._pending_update
+        now = [self._params[i].detach() for i in present]
+        seg, _ = self._segment(present)
+        L = len(self.layer_names)
+        delta = segment_norms(list(torch._foreach_sub(now, self._snapshot)), seg, L, self._dtype)
+        before = segment_norms(self._snapshot, seg, L, self._dtype)
+        self._layer_tables.update(step, "update_ratio", delta / before)
+        self._snapshot, self._pending_update = None, None
+
+    def _activation_row(self) -> dict[str, torch.Tensor]:
+        A = len(self._acts)
+        dev = self._layer_tables.device
+        out = {
+            k: torch.full((A,), math.nan, dtype=self._dtype, device=dev) for k in ACTIVATION_STATS
+        }
+        for i, (sums, n) in self._staged.items():
+            for k, v in zip(ACTIVATION_STATS, sums, strict=True):
+                out[k][i] = v / n
+        self._staged.clear()
+        return out
+
+    def _stage_activation(self, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        act = self._acts[i][2]
+        with torch.no_grad():
+            d = act.derivative(x.detach()).abs()
+            peak = act.max_derivative if act.max_derivative is not None else 1.0
+            sat = (d < SATURATION * peak).to(self._dtype).mean()
+            if act.piecewise_linear and not act.saturates and x.ndim >= 2:
+                dead = (x.detach() <= 0).flatten(1).all(dim=0).to(self._dtype).mean()
+            else:
+                dead = torch.full((), math.nan, dtype=self._dtype, device=x.device)
+            mean_abs = y.detach().abs().to(self._dtype).mean()
+        vals = [sat, dead, mean_abs]
+        prev = self._staged.get(i)
+        if prev is None:
+            self._staged[i] = (vals, 1)
+        else:  # called again in the same step (shared module, accumulation): average
+            self._staged[i] = ([a + b for a, b in zip(prev[0], vals, strict=True)], prev[1] + 1)
+
+    def _capture(
+        self, name: str, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        step = self._step + 1
+        if (
+            not self.recurrent_every
+            or self._step % self.recurrent_every
+            or not self._recording()
+            or not args
+        ):
+            return
+        x = args[0]
+        if not isinstance(x, torch.Tensor) or x.ndim != 3:
+            return  # packed sequences and unbatched inputs are not profiled
+        taken = self._captures.setdefault(step, {})
+        if name in taken:
+            return  # the first micro-batch of an accumulated step is enough
+        # A hook-free copy of the module as it is now: the profile is computed at read time.
+        clone = copy.deepcopy(module)
+        clone._forward_pre_hooks.clear()
+        clone._forward_hooks.clear()
+        taken[name] = (clone, x.detach().clone())
+
+    def _take_captures(self, step: int) -> None:
+        for name, (module, x) in self._captures.pop(step, {}).items():
+            self._pending_profiles.append((name, step, module, x))
+        self._captures.clear()
+
+    # ---------------------------------------------------------------- reading
+    @property
+    def history(self) -> RunHistory:
+        """Everything recorded so far, on the host (this is where the Watch syncs)."""
+        self._run_profiles()
+        steps, layer = self._layer_tables.snapshot()
+        _, act = self._act_tables.snapshot()
+        act = (
+            {k: v[: len(steps)] for k, v in act.items()}
+            if self._acts
+            else {k: torch.zeros(len(steps), 0, dtype=torch.float64) for k in ACTIVATION_STATS}
+        )
+        return RunHistory(
+            layers=self.layer_names,
+            layer_kinds=self.layer_kinds,
+            activations=tuple(n for n, _, _ in self._acts),
+            activation_kinds=tuple(a.name for _, _, a in self._acts),
+            steps=steps,
+            layer_stats=layer,
+            activation_stats=act,
+            recurrent=tuple(self._samples),
+            layer_info=dict(self.layer_info),
+            meta=dict(self.meta),
+        )
+
+    def _run_profiles(self) -> None:
+        for name, s, module, x in self._pending_profiles:
+            try:
+                prof = bptt_profile(module, x, lags=())
+            except (ValueError, TypeError, RuntimeError) as err:
+                warnings.warn(
+                    f"Watch: no gradient-through-time profile for {name!r}: {err}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                continue
+            self._samples.append(RecurrentSample(name, s, prof))
+        self._pending_profiles.clear()
+
+    def diagnose(self) -> list[Any]:
+        """Findings about this run: see :func:`gradwatch.diagnose`."""
+        from gradwatch.diagnose import diagnose
+
+        return diagnose(self.history)
+
+    # ---------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Append this run to a JSON Lines file, now and at every later flush and on close."""
+        if self._sink is None or self._sink.path != os.fspath(path):
+            if self._sink is not None:
+                self._sink.close()
+            self._sink = runfile.Sink(os.fspath(path))
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the recorded steps not yet in the run file (one host sync)."""
+        if self._sink is None:
+            return
+        self._run_profiles()
+        self._sink.write(self, self._layer_tables, self._act_tables, self._samples)
+
+
+def _layer_info(layers: list[tuple[str, nn.Module, list[nn.Parameter]]]) -> dict[str, torch.Tensor]:
+    """Static per-layer facts, read once at attach: size, fan-in and the weight's init gain."""
+    numel, fan_in, gain = [], [], []
+    for _, m, ps in layers:
+        numel.append(float(sum(p.numel() for p in ps)))
+        w = getattr(m, "weight", None)
+        if isinstance(w, torch.Tensor) and w.ndim >= 2 and w.numel():
+            fi = w[0].numel()  # (out, in, *kernel): fan-in of one output unit
+            fan_in.append(float(fi))
+            gain.append(float((w.detach().double().square().mean() * fi).sqrt()))
+        else:
+            fan_in.append(math.nan)
+            gain.append(math.nan)
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return {"numel": t(numel), "fan_in": t(fan_in), "init_gain": t(gain)}
+
+
+def _forget_bias(m: nn.LSTM) -> float:
+    """Mean forget-gate bias (b_ih + b_hh, gate order i, f, g, o) over layers."""
+    H, vals = m.hidden_size, []
+    for k in range(m.num_layers):
+        b = getattr(m, f"bias_ih_l{k}").detach() + getattr(m, f"bias_hh_l{k}").detach()
+        vals.append(b[H : 2 * H].double().mean())
+    return float(torch.stack(vals).mean())
+
+
+def _already_unscaled(scaler: Any) -> bool:
+    # GradScaler marks optimizers it unscaled this step; then the grads are already unscaled.
+    states = getattr(scaler, "_per_optimizer_states", {})
+    return any(
+        s.get("stage") is not None and s["stage"].name == "UNSCALED" for s in states.values()
+    )
+
+
+def _remove_all(handles: list[RemovableHandle]) -> None:
+    for h in handles:
+        h.remove()
+    handles.clear()
+
+
+def _act_hook(me: weakref.ref[Watch], i: int) -> Callable[..., None]:
+    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        w = me()
+        if w is None or not w._recording() or not args or not isinstance(out, torch.Tensor):
+            return
+        x = args[0]
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.numel():
+            w._stage_activation(i, x, out)
+
+    return hook
+
+
+def _rnn_hook(me: weakref.ref[Watch], name: str) -> Callable[..., None]:
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        w = me()
+        if w is not None:
+            w._capture(name, module, args, kwargs)
+
+    return hook
+
+
+def _opt_pre(me: weakref.ref[Watch]) -> Callable[..., None]:
+    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        w = me()
+        if w is not None:
+            w._record()
+
+    return hook
+
+
+def _opt_post(me: weakref.ref[Watch]) -> Callable[..., None]:
+    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        w = me()
+        if w is not None:
+            w._finish_update()
+
+    return hook
