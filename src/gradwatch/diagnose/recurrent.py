@@ -9,6 +9,7 @@ from gradwatch.diagnose.finding import Finding
 from gradwatch.watch.history import RunHistory
 
 EXPLODE = 1e3  # gradient at the longest lag over lag 0
+GROWING, COMPOUND = 1.01, 10.0  # a fitted per-step factor above 1.01 compounding past 10x
 
 
 def recurrent_findings(h: RunHistory) -> list[Finding]:
@@ -38,7 +39,8 @@ def recurrent_findings(h: RunHistory) -> list[Finding]:
             )
             continue
         top = float(by_lag.max()) / float(by_lag[0]) if float(by_lag[0]) > 0 else math.inf
-        if (math.isfinite(f) and f > 1.0 and top > EXPLODE) or not math.isfinite(top):
+        steady = math.isfinite(f) and f > GROWING and f ** (T - 1) > COMPOUND
+        if steady or top > EXPLODE or not math.isfinite(top):
             ev["growth"] = top
             out.append(
                 Finding(

@@ -275,8 +275,7 @@ class Watch:
             "nonfinite": torch.where(absent, nan, bad),
         }
         self._layer_tables.write(step, row)
-        if self._acts:
-            self._act_tables.write(step, self._activation_row())
+        self._act_tables.write(step, self._activation_row())  # width 0 without activations
         if self.update_ratio_on:
             self._snapshot = [p.detach().clone() for p in params]
             self._pending_update = (step, present)
@@ -387,11 +386,6 @@ class Watch:
         self._run_profiles()
         steps, layer = self._layer_tables.snapshot()
         _, act = self._act_tables.snapshot()
-        act = (
-            {k: v[: len(steps)] for k, v in act.items()}
-            if self._acts
-            else {k: torch.zeros(len(steps), 0, dtype=torch.float64) for k in ACTIVATION_STATS}
-        )
         return RunHistory(
             layers=self.layer_names,
             layer_kinds=self.layer_kinds,
