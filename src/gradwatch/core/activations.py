@@ -161,6 +161,54 @@ def activation(act: str | TensorFn | Activation) -> Activation:
     raise TypeError(f"act: expected a name or a callable, got {type(act).__name__}")
 
 
+SATURATION = 0.01  # a unit is saturated when phi'(x) < 1% of max phi'
+
+
+def _saturation_cut(act: Activation) -> float | None:
+    """|x| beyond which phi'(x) < SATURATION * max phi', for even, tail-decaying phi'."""
+    if act.name == "hardtanh":
+        return 1.0
+    if act.name not in ("tanh", "sigmoid", "erf") or act.max_derivative is None:
+        return None
+    lo, hi = 0.0, 60.0  # phi' falls monotonically in |x| for these three
+    target = SATURATION * act.max_derivative
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        d = float(act.derivative(torch.tensor(mid, dtype=torch.float64)))
+        lo, hi = (mid, hi) if d >= target else (lo, mid)
+    return hi
+
+
+_CUTS: dict[str, float | None] = {}
+
+
+def saturated_share(act: Activation, x: torch.Tensor) -> torch.Tensor:
+    """Share of entries of the pre-activation ``x`` where phi' < 1% of its maximum.
+
+    A 0-d tensor on x's device (no host sync). For tanh, sigmoid, erf and hardtanh this is one
+    comparison of |x| with a precomputed cut; for ReLU-like functions it is the inactive share.
+    """
+    if act.name not in _CUTS:
+        _CUTS[act.name] = _saturation_cut(act)
+    cut = _CUTS[act.name]
+    if cut is not None:
+        return (x.abs() >= cut).float().mean()
+    if act.piecewise_linear:
+        return (x <= 0).float().mean()
+    d = act.derivative(x).abs()
+    peak = act.max_derivative if act.max_derivative is not None else d.max()
+    return (d < SATURATION * peak).float().mean()
+
+
+def dead_share(act: Activation, x: torch.Tensor) -> torch.Tensor | None:
+    """For ReLU-like functions, the share of units (positions past the batch dimension) that
+    are inactive for every example of the batch ``x`` (B, ...); None for other functions."""
+    if not act.piecewise_linear or act.saturates:
+        return None
+    inactive = (x <= 0).reshape(x.shape[0], -1) if x.ndim > 1 else (x <= 0)[None]
+    return inactive.all(dim=0).float().mean()
+
+
 def _leaky(slope: float) -> Activation:
     return Activation(
         f"leaky_relu({slope:g})",

@@ -12,11 +12,10 @@ from torch import nn
 
 from gradwatch._result import Result
 from gradwatch.core import _checks
-from gradwatch.core.activations import module_activation
+from gradwatch.core.activations import dead_share, module_activation, saturated_share
 
 __all__ = ["ActivationStats", "LayerStats", "ProbeResult", "layers_of", "probe", "qualname"]
 
-SATURATION = 0.01  # a unit is saturated when phi'(x) < 1% of max phi'
 
 
 @dataclass(frozen=True)
@@ -252,15 +251,14 @@ def _saturation(
         return None
     with torch.no_grad():
         x = _wide(x.detach())
-        d = act.derivative(x).abs()
-        peak = act.max_derivative if act.max_derivative is not None else float(d.max())
-        saturated = float((d < SATURATION * peak).float().mean())
-        dead = None
-        if act.piecewise_linear and not act.saturates and x.ndim >= 1:
-            # A unit (output position) is dead when it is inactive for every example.
-            inactive = (x <= 0).reshape(x.shape[0], -1) if x.ndim > 1 else (x <= 0)[None]
-            dead = float(inactive.all(dim=0).float().mean())
+        dead = dead_share(act, x)
         mean_abs = (
             float(_wide(out.detach()).abs().mean()) if isinstance(out, torch.Tensor) else math.nan
         )
-    return ActivationStats(name, act.name, saturated, dead, mean_abs)
+        return ActivationStats(
+            name,
+            act.name,
+            float(saturated_share(act, x)),
+            None if dead is None else float(dead),
+            mean_abs,
+        )

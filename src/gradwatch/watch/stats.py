@@ -5,35 +5,33 @@ from __future__ import annotations
 import torch
 
 
+def norms(tensors: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """(P,) L2 norm of each tensor in one ``_foreach_norm`` (one read of the data)."""
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
+
+
 def segment_sum(values: torch.Tensor, segment: torch.Tensor, n: int) -> torch.Tensor:
     """(P,) values summed into (n,) segments: values[i] goes to segment[i]."""
     return torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, segment, values)
 
 
-def segment_norms(
-    tensors: list[torch.Tensor], segment: torch.Tensor, n: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """L2 norm per segment: tensors[i] belongs to segment[i]; returns (n,) in ``dtype``.
+def segment_norms(per_tensor: torch.Tensor, segment: torch.Tensor, n: int) -> torch.Tensor:
+    """(P,) per-tensor norms -> (n,) per-segment norms (root of the summed squares)."""
+    return segment_sum(per_tensor.square(), segment, n).sqrt()
 
-    One ``_foreach_norm`` over every tensor, then a scatter-add of the squares, so the cost
-    is one read of the data whatever the number of layers.
+
+def nonfinite_counts(tensors: list[torch.Tensor], per_tensor: torch.Tensor) -> torch.Tensor:
+    """(P,) number of NaN/Inf entries of each tensor, given its norm (NaN/Inf iff any entry is).
+
+    On the CPU reading the norms costs nothing, so only tensors with a non-finite norm are
+    scanned. On an accelerator that read would be a host sync: there x * 0 (0 for finite x,
+    NaN otherwise) and a fused 0-"norm" count the entries of every tensor on the device.
     """
-    if not tensors:
-        return torch.zeros(n, dtype=dtype, device=segment.device)
-    sq = torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype)).square()  # (P,)
-    return segment_sum(sq, segment, n).sqrt()  # (n,)
-
-
-def segment_nonfinite(
-    tensors: list[torch.Tensor], segment: torch.Tensor, n: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """Count of NaN/Inf entries per segment, (n,) in ``dtype``.
-
-    x * 0 is 0 for finite x and NaN otherwise, and the 0-"norm" counts non-zeros: two fused
-    passes instead of a boolean mask and a sum per tensor.
-    """
-    if not tensors:
-        return torch.zeros(n, dtype=dtype, device=segment.device)
+    if per_tensor.device.type == "cpu":
+        counts = torch.zeros_like(per_tensor)
+        bad = (~torch.isfinite(per_tensor)).numpy().nonzero()[0]
+        for i in bad:
+            counts[i] = (~torch.isfinite(tensors[i])).sum()
+        return counts
     zeroed = torch._foreach_mul(tensors, 0.0)
-    counts = torch.stack(torch._foreach_norm(zeroed, 0, dtype=dtype))  # (P,)
-    return segment_sum(counts, segment, n)
+    return torch.stack(torch._foreach_norm(zeroed, 0, dtype=per_tensor.dtype))

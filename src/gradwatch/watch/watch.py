@@ -15,12 +15,17 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from gradwatch.core.activations import Activation, module_activation
+from gradwatch.core.activations import (
+    Activation,
+    dead_share,
+    module_activation,
+    saturated_share,
+)
 from gradwatch.core.bptt import bptt_profile
-from gradwatch.core.probe import SATURATION, layers_of, qualname
+from gradwatch.core.probe import layers_of, qualname
 from gradwatch.watch import runfile
 from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
-from gradwatch.watch.stats import segment_nonfinite, segment_norms
+from gradwatch.watch.stats import nonfinite_counts, norms, segment_norms, segment_sum
 
 __all__ = ["Watch"]
 
@@ -69,7 +74,8 @@ class Watch:
         activations: also record activation statistics (forward hooks on recorded steps only).
         history: rows kept at full resolution (the most recent recorded steps); an equally long
             downsampled view keeps the whole run, so memory is constant.
-        update_ratio: record ||dW||/||W|| (costs one copy of the parameters per recorded step).
+        update_every: measure ||dW||/||W|| on every ``update_every``-th recorded step (0: never);
+            it costs a copy of the weights, so it is sampled. NaN in the other rows.
         recurrent_every: steps between gradient-through-time samples of recurrent modules
             (0 disables them).
         scaler: a ``torch.amp.GradScaler`` whose scale divides the gradients when ``step()`` is
@@ -99,7 +105,7 @@ class Watch:
         activations: bool = True,
         history: int = 1024,
         *,
-        update_ratio: bool = True,
+        update_every: int = 10,
         recurrent_every: int = 100,
         scaler: Any = None,
         meta: dict[str, str] | None = None,
@@ -112,6 +118,7 @@ class Watch:
             )
         for name, value, low in (
             ("every", every, 1),
+            ("update_every", update_every, 0),
             ("history", history, 2),
             ("recurrent_every", recurrent_every, 0),
         ):
@@ -126,7 +133,7 @@ class Watch:
             )
         self._model = weakref.ref(model)
         self._optimizer = optimizer
-        self.every, self.activations_on, self.update_ratio_on = every, activations, update_ratio
+        self.every, self.activations_on, self.update_every = every, activations, update_every
         self.recurrent_every = recurrent_every
         self._scaler = scaler
         self.meta = dict(meta or {})
@@ -162,8 +169,9 @@ class Watch:
         self._handles: list[RemovableHandle] = []
         # activation index -> ([saturated, dead, mean_abs] sums on device, calls this step)
         self._staged: dict[int, tuple[list[torch.Tensor], int]] = {}
-        self._snapshot: list[torch.Tensor] | None = None
-        self._pending_update: tuple[int, list[int]] | None = None  # (row step, param indices)
+        self._buffers: list[torch.Tensor] | None = None  # weights kept for the update ratio
+        # (step, present param indices, param norms then) of the update being measured
+        self._pending_update: tuple[int, list[int], torch.Tensor] | None = None
         self._captures: dict[int, dict[str, tuple[nn.Module, torch.Tensor]]] = {}
         self._pending_profiles: list[tuple[str, int, nn.Module, torch.Tensor]] = []
         self._samples: list[RecurrentSample] = []
@@ -263,22 +271,20 @@ class Watch:
         L = len(self.layer_names)
         grads = [self._grad(i) for i in present]
         seg, absent = self._segment(present)
-        gnorm = segment_norms(grads, seg, L, self._dtype)
-        bad = segment_nonfinite(grads, seg, L, self._dtype)
+        g = norms(grads, self._dtype)  # (P,) one fused read of the gradients
         params = [self._params[i].detach() for i in present]
-        pnorm = segment_norms(params, seg, L, self._dtype)
-        nan = torch.full_like(gnorm, math.nan)
+        pnorm = segment_norms(norms(params, self._dtype), seg, L)
+        nan = torch.full_like(pnorm, math.nan)
         row = {
-            "grad_norm": torch.where(absent, nan, gnorm),
+            "grad_norm": torch.where(absent, nan, segment_norms(g, seg, L)),
             "param_norm": pnorm,
             "update_ratio": nan,
-            "nonfinite": torch.where(absent, nan, bad),
+            "nonfinite": torch.where(absent, nan, segment_sum(nonfinite_counts(grads, g), seg, L)),
         }
+        if self.update_every and self._layer_tables.n_rows % self.update_every == 0:
+            self._keep_for_update(step, present, params, pnorm)
         self._layer_tables.write(step, row)
         self._act_tables.write(step, self._activation_row())  # width 0 without activations
-        if self.update_ratio_on:
-            self._snapshot = [p.detach().clone() for p in params]
-            self._pending_update = (step, present)
         self._take_captures(step)
         self._step = step
         # Flush before the ring overwrites rows the file has not seen (one sync per half ring).
@@ -308,18 +314,27 @@ class Watch:
             self._segments[key] = (torch.tensor(seg, device=dev), torch.tensor(absent, device=dev))
         return self._segments[key]
 
+    def _keep_for_update(
+        self, step: int, present: list[int], params: list[torch.Tensor], pnorm: torch.Tensor
+    ) -> None:
+        """Copy the weights into buffers kept across steps (no allocation after the first)."""
+        if self._buffers is None:
+            self._buffers = [torch.empty_like(p.detach()) for p in self._params]
+        torch._foreach_copy_([self._buffers[i] for i in present], params)
+        self._pending_update = (step, present, pnorm)
+
     def _finish_update(self) -> None:
-        """||W_now - W_then|| / ||W_then|| for the last recorded step, once its update is done."""
-        if self._pending_update is None or self._snapshot is None:
+        """||W_now - W_then|| / ||W_then|| for the last sampled step, once its update is done."""
+        if self._pending_update is None or self._buffers is None:
             return
-        step, present = self._pending_update
+        step, present, before = self._pending_update
         now = [self._params[i].detach() for i in present]
+        then = [self._buffers[i] for i in present]
+        torch._foreach_sub_(then, now)  # the buffers now hold W_then - W_now
         seg, _ = self._segment(present)
-        L = len(self.layer_names)
-        delta = segment_norms(list(torch._foreach_sub(now, self._snapshot)), seg, L, self._dtype)
-        before = segment_norms(self._snapshot, seg, L, self._dtype)
+        delta = segment_norms(norms(then, self._dtype), seg, len(self.layer_names))
         self._layer_tables.update(step, "update_ratio", delta / before)
-        self._snapshot, self._pending_update = None, None
+        self._pending_update = None
 
     def _activation_row(self) -> dict[str, torch.Tensor]:
         A = len(self._acts)
@@ -336,15 +351,12 @@ class Watch:
     def _stage_activation(self, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
         act = self._acts[i][2]
         with torch.no_grad():
-            d = act.derivative(x.detach()).abs()
-            peak = act.max_derivative if act.max_derivative is not None else 1.0
-            sat = (d < SATURATION * peak).to(self._dtype).mean()
-            if act.piecewise_linear and not act.saturates and x.ndim >= 2:
-                dead = (x.detach() <= 0).flatten(1).all(dim=0).to(self._dtype).mean()
-            else:
-                dead = torch.full((), math.nan, dtype=self._dtype, device=x.device)
-            mean_abs = y.detach().abs().to(self._dtype).mean()
-        vals = [sat, dead, mean_abs]
+            x = x.detach()
+            sat = saturated_share(act, x)
+            dead = dead_share(act, x) if x.ndim >= 2 else None
+            if dead is None:
+                dead = torch.full((), math.nan, device=x.device)
+            vals = [sat, dead, y.detach().abs().float().mean()]
         prev = self._staged.get(i)
         if prev is None:
             self._staged[i] = (vals, 1)

@@ -1,0 +1,38 @@
+"""Interleaved timing: A B C A B C ... in one process, medians per variant.
+
+Interleaving spreads drift (thermal, other processes, allocator state) evenly over the
+variants, so their ratios are fair even on a busy machine.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def interleaved(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2
+                ) -> dict[str, list[float]]:
+    """Per variant, the list of ``rounds`` timings (seconds) of one call each."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def machine() -> str:
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+            f"threads, torch {torch.__version__}, Python {platform.python_version()}")

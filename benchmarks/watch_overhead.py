@@ -1,0 +1,105 @@
+"""Watch overhead: median training-step time with a Watch over the bare loop.
+
+Run: .venv/bin/python benchmarks/watch_overhead.py [--rounds 30] [--steps 5]
+Each round times `steps` training steps of every variant, interleaved (bare, every=1,
+every=10, ...), so the ratios are measured side by side in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import interleaved, machine, median  # noqa: E402
+
+from gradwatch import Watch  # noqa: E402
+
+
+def mlp() -> tuple[nn.Module, Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
+    layers: list[nn.Module] = []
+    for _ in range(16):
+        layers += [nn.Linear(512, 512), nn.Tanh()]
+    x, y = torch.randn(256, 512), torch.randint(0, 10, (256,))
+    return nn.Sequential(*layers, nn.Linear(512, 10)), lambda: (x, y)
+
+
+def cnn() -> tuple[nn.Module, Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10))
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    return model, lambda: (x, y)
+
+
+class LSTMNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(32, 128, num_layers=2, batch_first=True)
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def lstm() -> tuple[nn.Module, Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
+    x, y = torch.randn(32, 100, 32), torch.randint(0, 10, (32,))
+    return LSTMNet(), lambda: (x, y)
+
+
+def run(name: str, make: Callable, rounds: int, steps: int) -> list[str]:
+    torch.manual_seed(0)
+    model, batch = make()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    watches = {"every=1": Watch(model, every=1), "every=10": Watch(model, every=10)}
+
+    def loop(watch: Watch | None) -> Callable[[], None]:
+        def go() -> None:
+            if watch is not None:
+                watch.attach()
+            for _ in range(steps):
+                x, y = batch()
+                nn.functional.cross_entropy(model(x), y).backward()
+                if watch is not None:
+                    watch.step()
+                opt.step()
+                opt.zero_grad()
+            if watch is not None:
+                watch.close()
+
+        return go
+
+    variants = {"bare": loop(None), **{k: loop(w) for k, w in watches.items()}}
+    times = interleaved(variants, rounds)
+    bare = median(times["bare"]) / steps
+    rows = [f"| {name} | {bare * 1e3:.1f} ms |"]
+    for k in watches:
+        rows[0] += f" {median(times[k]) / steps / bare:.3f}x |"
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=5)
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    print(f"rounds {args.rounds} x {args.steps} steps per variant, interleaved; median per step\n")
+    print("| workload | bare step | Watch every=1 | Watch every=10 |")
+    print("|---|---|---|---|")
+    for name, make in (("16-layer tanh MLP, width 512, batch 256", mlp),
+                       ("CNN, 3 conv + 2 fc, 32x32 inputs, batch 64", cnn),
+                       ("2-layer LSTM, 100 steps, hidden 128, batch 32", lstm)):
+        for row in run(name, make, args.rounds, args.steps):
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
