@@ -76,7 +76,7 @@ _NAMED: dict[str, Activation] = {
         Activation(
             "leaky_relu",
             lambda x: torch.nn.functional.leaky_relu(x, LEAKY_SLOPE),
-            lambda x: torch.where(x > 0, 1.0, LEAKY_SLOPE).to(x.dtype),
+            lambda x: torch.where(x > 0, torch.ones_like(x), torch.full_like(x, LEAKY_SLOPE)),
             1.0,
             piecewise_linear=True,
         ),
@@ -213,7 +213,7 @@ def _leaky(slope: float) -> Activation:
     return Activation(
         f"leaky_relu({slope:g})",
         lambda x: torch.nn.functional.leaky_relu(x, slope),
-        lambda x: torch.where(x > 0, 1.0, slope).to(x.dtype),
+        lambda x: torch.where(x > 0, torch.ones_like(x), torch.full_like(x, slope)),
         max(1.0, abs(slope)),
         piecewise_linear=True,
     )
