@@ -26,7 +26,7 @@ def _run(tmp_path, steps=5, **kw):
 
 
 def test_saved_run_loads_to_the_same_history(tmp_path):
-    w, path = _run(tmp_path, update_every=1)
+    w, path = _run(tmp_path, detail_every=1)
     loaded = load_run(path)
     assert loaded == w.history
     assert torch.isfinite(loaded["update_ratio"]).all()  # flushed after each update was known

@@ -56,7 +56,7 @@ def test_history_equals_a_manual_computation():
         ratios.append(
             [((a - b).norm() / b.norm()).item() for a, b in zip(after, before, strict=True)]
         )
-    with Watch(model, update_every=1) as watch:
+    with Watch(model, detail_every=1) as watch:
         _train(model, opt, batches, watch)
     h = watch.history
     assert h.steps.tolist() == [1, 2, 3]
@@ -76,13 +76,13 @@ def test_optimizer_hook_records_by_itself_with_exact_update_ratios():
     torch.manual_seed(0)
     model = _mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    with Watch(model, optimizer=opt, update_every=1) as watch:
+    with Watch(model, optimizer=opt, detail_every=1) as watch:
         _train(model, opt, _batches(4), watch, hooked=True)
     h = watch.history
     assert h.steps.tolist() == [1, 2, 3, 4]
     u = h["update_ratio"]
     assert torch.isfinite(u).all() and (u > 0).all()  # every step's update, the last included
-    with Watch(model, optimizer=opt, every=2, update_every=3) as sampled:
+    with Watch(model, optimizer=opt, every=2, detail_every=3) as sampled:
         _train(model, opt, _batches(12), sampled, hooked=True)
     u = sampled.history["update_ratio"]  # recorded steps 1, 3, ..., 11; sampled rows 0 and 3
     assert torch.isfinite(u[[0, 3]]).all() and torch.isnan(u[[1, 2, 4, 5]]).all()
@@ -222,7 +222,7 @@ def test_every_and_bounded_history():
     model = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x = torch.randn(4, 2)
-    with Watch(model, every=3, history=16, update_every=0) as watch:
+    with Watch(model, every=3, history=16, detail_every=0) as watch:
         held = watch._layer_tables.nbytes() + watch._act_tables.nbytes()
         for _ in range(3000):
             model(x).sum().backward()

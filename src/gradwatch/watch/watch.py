@@ -74,8 +74,10 @@ class Watch:
         activations: also record activation statistics (forward hooks on recorded steps only).
         history: rows kept at full resolution (the most recent recorded steps); an equally long
             downsampled view keeps the whole run, so memory is constant.
-        update_every: measure ||dW||/||W|| on every ``update_every``-th recorded step (0: never);
-            it costs a copy of the weights, so it is sampled. NaN in the other rows.
+        detail_every: on every ``detail_every``-th recorded step (0: never) also take the
+            statistics that cost more than the gradient norm: parameter norms, the update ratio
+            (a copy of the weights) and the activation statistics (a pass over every
+            activation). NaN in the other rows. 1 takes them on every recorded step.
         recurrent_every: steps between gradient-through-time samples of recurrent modules
             (0 disables them).
         scaler: a ``torch.amp.GradScaler`` whose scale divides the gradients when ``step()`` is
@@ -105,7 +107,7 @@ class Watch:
         activations: bool = True,
         history: int = 1024,
         *,
-        update_every: int = 10,
+        detail_every: int = 10,
         recurrent_every: int = 100,
         scaler: Any = None,
         meta: dict[str, str] | None = None,
@@ -118,7 +120,7 @@ class Watch:
             )
         for name, value, low in (
             ("every", every, 1),
-            ("update_every", update_every, 0),
+            ("detail_every", detail_every, 0),
             ("history", history, 2),
             ("recurrent_every", recurrent_every, 0),
         ):
@@ -133,7 +135,7 @@ class Watch:
             )
         self._model = weakref.ref(model)
         self._optimizer = optimizer
-        self.every, self.activations_on, self.update_every = every, activations, update_every
+        self.every, self.activations_on, self.detail_every = every, activations, detail_every
         self.recurrent_every = recurrent_every
         self._scaler = scaler
         self.meta = dict(meta or {})
@@ -165,6 +167,9 @@ class Watch:
         self._layer_tables = Tables(LAYER_STATS, L, device, history, history, self._dtype)
         self._act_tables = Tables(ACTIVATION_STATS, A, device, history, history, self._dtype)
         self._segments: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._nan = torch.full((L,), math.nan, dtype=self._dtype, device=device)
+        self._act_nan = {k: torch.full((A,), math.nan, dtype=self._dtype, device=device)
+                         for k in ACTIVATION_STATS}
         self._step = 0
         self._handles: list[RemovableHandle] = []
         # activation index -> ([saturated, dead, mean_abs] sums on device, calls this step)
@@ -240,6 +245,14 @@ class Watch:
         """Whether the forward/backward now running belongs to a recorded step."""
         return self._step % self.every == 0
 
+    def _detailed(self) -> bool:
+        """Whether it also belongs to a step with the costlier statistics (detail_every)."""
+        return (
+            self._step % self.every == 0
+            and self.detail_every > 0
+            and self._layer_tables.n_rows % self.detail_every == 0
+        )
+
     def step(self) -> None:
         """Record this step's statistics. Call after ``backward()``, before ``optimizer.step()``.
 
@@ -269,22 +282,24 @@ class Watch:
             self._step = step
             return
         L = len(self.layer_names)
+        detail = self._detailed()
         grads = [self._grad(i) for i in present]
         seg, absent = self._segment(present)
         g = norms(grads, self._dtype)  # (P,) one fused read of the gradients
-        params = [self._params[i].detach() for i in present]
-        pnorm = segment_norms(norms(params, self._dtype), seg, L)
-        nan = torch.full_like(pnorm, math.nan)
+        nan = self._nan
         row = {
             "grad_norm": torch.where(absent, nan, segment_norms(g, seg, L)),
-            "param_norm": pnorm,
+            "param_norm": nan,
             "update_ratio": nan,
             "nonfinite": torch.where(absent, nan, segment_sum(nonfinite_counts(grads, g), seg, L)),
         }
-        if self.update_every and self._layer_tables.n_rows % self.update_every == 0:
-            self._keep_for_update(step, present, params, pnorm)
+        if detail:
+            params = [self._params[i].detach() for i in present]
+            row["param_norm"] = segment_norms(norms(params, self._dtype), seg, L)
+            self._keep_for_update(step, present, params, row["param_norm"])
         self._layer_tables.write(step, row)
-        self._act_tables.write(step, self._activation_row())  # width 0 without activations
+        # Activation rows have width 0 when no activation module is watched.
+        self._act_tables.write(step, self._activation_row() if detail else self._act_nan)
         self._take_captures(step)
         self._step = step
         # Flush before the ring overwrites rows the file has not seen (one sync per half ring).
@@ -356,7 +371,8 @@ class Watch:
             dead = dead_share(act, x) if x.ndim >= 2 else None
             if dead is None:
                 dead = torch.full((), math.nan, device=x.device)
-            vals = [sat, dead, y.detach().abs().float().mean()]
+            y = y.detach()
+            vals = [sat, dead, y.abs().mean(dtype=torch.promote_types(y.dtype, torch.float32))]
         prev = self._staged.get(i)
         if prev is None:
             self._staged[i] = (vals, 1)
@@ -491,7 +507,7 @@ def _remove_all(handles: list[RemovableHandle]) -> None:
 def _act_hook(me: weakref.ref[Watch], i: int) -> Callable[..., None]:
     def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         w = me()
-        if w is None or not w._recording() or not args or not isinstance(out, torch.Tensor):
+        if w is None or not w._detailed() or not args or not isinstance(out, torch.Tensor):
             return
         x = args[0]
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.numel():
