@@ -25,6 +25,7 @@ from torch.func import vjp, vmap
 
 from gradwatch._result import Result
 from gradwatch.core import _checks
+from gradwatch.core._recurrent import check_steppable
 
 __all__ = ["BPTTProfile", "bptt_profile"]
 
@@ -214,16 +215,7 @@ def _module_recurrence(
     m: nn.RNNBase, x: Any, h0: torch.Tensor | Sequence[torch.Tensor] | None
 ) -> tuple[_Recurrence, torch.Tensor]:
     name = type(m).__name__
-    if m.bidirectional:
-        raise ValueError(
-            f"module: {name} is bidirectional; the backward direction reads the future, so "
-            "gradients through time are not defined step by step. Pass a unidirectional module."
-        )
-    if m.training and m.dropout > 0 and m.num_layers > 1:
-        raise ValueError(
-            f"module: {name} has dropout={m.dropout} between layers and is in training mode; "
-            "the unrolled copy would draw different masks. Call module.eval() first."
-        )
+    check_steppable(m, "module")
     x = _checks.tensor("x", x, ndim=3)
     weight = cast(torch.Tensor, m.weight_ih_l0)
     _match_module("x", x, weight, m.input_size, name)

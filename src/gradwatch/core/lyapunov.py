@@ -34,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from gradwatch._result import Result
 from gradwatch.core import _checks
+from gradwatch.core._recurrent import check_steppable
 
 __all__ = ["LyapunovSpectrum", "lyapunov_spectrum"]
 
@@ -623,16 +624,7 @@ def _stack_map(layers: list[_Layer], sizes: list[int]) -> TangentMap:
 
 def _module_dynamics(m: nn.RNNBase, h0: Any) -> _Dynamics:
     name = type(m).__name__
-    if m.bidirectional:
-        raise ValueError(
-            f"step: {name} is bidirectional; its backward direction reads the future, so it "
-            "is not a recurrence h_t -> h_t+1. Pass a unidirectional module."
-        )
-    if m.training and m.dropout > 0 and m.num_layers > 1:
-        raise ValueError(
-            f"step: {name} has dropout={m.dropout} between layers and is in training mode; "
-            "the dynamics would be random. Call step.eval() first."
-        )
+    check_steppable(m, "step")
     if m.mode not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
         raise ValueError(f"step: unsupported recurrent mode {m.mode!r} of {name}")
     L, Hd = m.num_layers, m.hidden_size
