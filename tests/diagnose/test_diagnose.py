@@ -261,3 +261,20 @@ def test_findings_round_trip_and_bad_input():
     assert str(f) == "vanishing: s; cause: c; fix: x"
     with pytest.raises(TypeError, match="history"):
         diagnose({"grad_norm": []})  # type: ignore[arg-type]
+
+
+def test_a_probe_at_init_is_diagnosed_like_a_run():
+    from gradwatch import probe
+
+    torch.manual_seed(0)
+    model = _mlp(20, nn.ReLU)  # PyTorch's default init: sigma_w = 1/sqrt(3), below sqrt(2)
+    x, y = _random_batches(1)[0]
+    h = RunHistory.from_probe(probe(model, x, nn.functional.cross_entropy, y))
+    assert len(h) == 1 and h.layers[0] == "0" and h["saturated"].shape == (1, 19)
+    (v,) = [f for f in diagnose(h) if f.kind == "vanishing"]
+    assert v.cause.startswith("init:") and "0.58" in v.cause
+    he = _mlp(20, nn.ReLU, he=True)
+    assert "vanishing" not in [
+        f.kind
+        for f in diagnose(RunHistory.from_probe(probe(he, x, nn.functional.cross_entropy, y)))
+    ]

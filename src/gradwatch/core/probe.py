@@ -14,8 +14,15 @@ from gradwatch._result import Result
 from gradwatch.core import _checks
 from gradwatch.core.activations import dead_share, module_activation, saturated_share
 
-__all__ = ["ActivationStats", "LayerStats", "ProbeResult", "layers_of", "probe", "qualname"]
-
+__all__ = [
+    "ActivationStats",
+    "LayerStats",
+    "ProbeResult",
+    "layers_of",
+    "probe",
+    "qualname",
+    "weight_gain",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class LayerStats(Result):
         param_norm: L2 norm of the layer's parameters.
         ratio: grad_norm / param_norm (``None`` with grad_norm, inf when the weights are 0).
         nonfinite: number of NaN/Inf gradient entries.
+        fan_in: inputs per output unit of the layer's weight (``None`` without a matrix weight).
+        init_gain: sigma_w = sqrt(fan_in * mean(W^2)), the weight's scale in mean-field units.
     """
 
     name: str
@@ -38,6 +47,8 @@ class LayerStats(Result):
     param_norm: float
     ratio: float | None
     nonfinite: int
+    fan_in: float | None = None
+    init_gain: float | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,19 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
 def qualname(model: nn.Module, name: str) -> str:
     """A module's qualified name; the root module (name "") is called by its class name."""
     return name or type(model).__name__
+
+
+def weight_gain(module: nn.Module) -> tuple[float, float] | None:
+    """(fan_in, sigma_w) of a layer's weight, sigma_w = sqrt(fan_in * mean(W^2)); None without one.
+
+    W_ij ~ N(0, sigma_w^2 / fan_in) gives back sigma_w: the scale mean-field theory compares
+    with the critical value (sqrt(2) for ReLU, 1 for tanh).
+    """
+    w = getattr(module, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.ndim < 2 or not w.numel():
+        return None
+    fan_in = w[0].numel()  # (out, in, *kernel): the inputs of one output unit
+    return float(fan_in), float((w.detach().double().square().mean() * fan_in).sqrt())
 
 
 def layers_of(model: nn.Module) -> list[tuple[str, nn.Module, list[nn.Parameter]]]:
@@ -226,8 +250,11 @@ def probe(
                 )
             )
             present = [g for g in gs if g is not None]
+            fan_in, gain = weight_gain(module) or (None, None)
             if not present:
-                rows.append(LayerStats(name, type(module).__name__, None, pnorm, None, 0))
+                rows.append(
+                    LayerStats(name, type(module).__name__, None, pnorm, None, 0, fan_in, gain)
+                )
                 continue
             bad = sum(int((~torch.isfinite(g)).sum()) for g in present)
             gnorm = float(
@@ -236,7 +263,7 @@ def probe(
                 )
             )
         ratio = gnorm / pnorm if pnorm > 0 else math.inf
-        rows.append(LayerStats(name, type(module).__name__, gnorm, pnorm, ratio, bad))
+        rows.append(LayerStats(name, type(module).__name__, gnorm, pnorm, ratio, bad, fan_in, gain))
     return ProbeResult(float(loss.detach()), tuple(rows), tuple(acts))
 
 

@@ -15,6 +15,7 @@ import torch
 
 from gradwatch._result import Result
 from gradwatch.core.bptt import BPTTProfile
+from gradwatch.core.probe import ProbeResult
 
 __all__ = ["RecurrentSample", "RunHistory"]
 
@@ -94,6 +95,46 @@ class RunHistory(Result):
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def from_probe(cls, result: ProbeResult) -> RunHistory:
+        """A one-step history of what :func:`gradwatch.probe` measured, for ``diagnose``.
+
+        Example:
+            >>> diagnose(RunHistory.from_probe(probe(model, x, loss_fn)))   # doctest: +SKIP
+        """
+        nan = math.nan
+
+        def col(values: list[float | None]) -> torch.Tensor:
+            return torch.tensor([[nan if v is None else v for v in values]], dtype=torch.float64)
+
+        rows = result.layers
+        acts = result.activations
+        return cls(
+            layers=tuple(s.name for s in rows),
+            layer_kinds=tuple(s.kind for s in rows),
+            activations=tuple(a.name for a in acts),
+            activation_kinds=tuple(a.act for a in acts),
+            steps=torch.tensor([0]),
+            layer_stats={
+                "grad_norm": col([s.grad_norm for s in rows]),
+                "param_norm": col([s.param_norm for s in rows]),
+                "update_ratio": col([None for _ in rows]),
+                "nonfinite": col(
+                    [None if s.grad_norm is None else float(s.nonfinite) for s in rows]
+                ),
+            },
+            activation_stats={
+                "saturated": col([a.saturated for a in acts]),
+                "dead": col([a.dead for a in acts]),
+                "mean_abs": col([a.mean_abs for a in acts]),
+            },
+            layer_info={
+                "numel": col([None for _ in rows])[0],
+                "fan_in": col([s.fan_in for s in rows])[0],
+                "init_gain": col([s.init_gain for s in rows])[0],
+            },
+        )
 
     def profiles(self, module: str) -> list[RecurrentSample]:
         """The recurrent samples of one module, in step order."""

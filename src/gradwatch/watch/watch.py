@@ -22,7 +22,7 @@ from gradwatch.core.activations import (
     saturated_share,
 )
 from gradwatch.core.bptt import bptt_profile
-from gradwatch.core.probe import layers_of, qualname
+from gradwatch.core.probe import layers_of, qualname, weight_gain
 from gradwatch.watch import runfile
 from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
 from gradwatch.watch.stats import nonfinite_counts, norms, segment_norms, segment_sum
@@ -168,8 +168,10 @@ class Watch:
         self._act_tables = Tables(ACTIVATION_STATS, A, device, history, history, self._dtype)
         self._segments: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self._nan = torch.full((L,), math.nan, dtype=self._dtype, device=device)
-        self._act_nan = {k: torch.full((A,), math.nan, dtype=self._dtype, device=device)
-                         for k in ACTIVATION_STATS}
+        self._act_nan = {
+            k: torch.full((A,), math.nan, dtype=self._dtype, device=device)
+            for k in ACTIVATION_STATS
+        }
         self._step = 0
         self._handles: list[RemovableHandle] = []
         # activation index -> ([saturated, dead, mean_abs] sums on device, calls this step)
@@ -469,16 +471,13 @@ def _layer_info(layers: list[tuple[str, nn.Module, list[nn.Parameter]]]) -> dict
     numel, fan_in, gain = [], [], []
     for _, m, ps in layers:
         numel.append(float(sum(p.numel() for p in ps)))
-        w = getattr(m, "weight", None)
-        if isinstance(w, torch.Tensor) and w.ndim >= 2 and w.numel():
-            fi = w[0].numel()  # (out, in, *kernel): fan-in of one output unit
-            fan_in.append(float(fi))
-            gain.append(float((w.detach().double().square().mean() * fi).sqrt()))
-        else:
-            fan_in.append(math.nan)
-            gain.append(math.nan)
-    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-    return {"numel": t(numel), "fan_in": t(fan_in), "init_gain": t(gain)}
+        fi, g = weight_gain(m) or (math.nan, math.nan)
+        fan_in.append(fi)
+        gain.append(g)
+    return {
+        k: torch.tensor(v, dtype=torch.float64)
+        for k, v in (("numel", numel), ("fan_in", fan_in), ("init_gain", gain))
+    }
 
 
 def _forget_bias(m: nn.LSTM) -> float:
