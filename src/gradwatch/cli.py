@@ -1,26 +1,85 @@
-"""The ``gradwatch`` command line (typer + rich, from the ``cli`` extra). No logic of its own."""
+"""The ``gradwatch`` command line (typer + rich, from the ``cli`` extra). No logic of its own:
+each command parses its options, calls the library and prints what came back."""
 
 from __future__ import annotations
 
 import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 _MISSING = "gradwatch: the command line needs the 'cli' extra: pip install 'gradwatch[cli]'"
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise ValueError(f"--input-shape: expected integers like 32,3,32,32, got {text!r}") \
+            from None
+    if len(dims) < 2 or min(dims) < 1:
+        raise ValueError(f"--input-shape: expected a batch size and at least one positive "
+                         f"dimension, got {text!r}")
+    return dims
 
 
 def _app():  # type: ignore[no-untyped-def]
     import typer
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     app = typer.Typer(add_completion=False, no_args_is_help=True,
                       help="Make the learning signal of a PyTorch model visible.")
-    console = Console()
+    console = Console(emoji=False)
+    state = {"verbose": False}
+
+    def guarded(fn: Callable[..., None]) -> Callable[..., None]:
+        """Errors become one readable line (the traceback with --verbose) and exit code 1."""
+        import functools
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> None:
+            try:
+                fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort):
+                raise
+            except ImportError as err:
+                _fail(str(err) if "gradwatch" in str(err) else f"missing dependency: {err}")
+            except Exception as err:  # one line per failure is the contract
+                _fail(f"{type(err).__name__}: {err}")
+
+        return run
+
+    def _fail(message: str) -> None:
+        if state["verbose"]:
+            traceback.print_exc()
+        console.print(f"[red]gradwatch: error:[/red] {escape(message)}", highlight=False,
+                      soft_wrap=True)
+        console.print("(run with --verbose for the traceback)", style="dim")
+        raise typer.Exit(1)
+
+    def findings_table(findings: list[Any]) -> None:
+        if not findings:
+            console.print("[green]No findings: the learning signal looks healthy.[/green]")
+            return
+        table = Table(title="Findings", show_lines=True)
+        for col in ("kind", "severity", "what", "cause", "fix"):
+            table.add_column(col, overflow="fold")
+        for f in findings:
+            table.add_row(f.kind, f.severity, f.summary, f.cause, f.fix)
+        console.print(table)
 
     @app.callback()
-    def root() -> None:
+    def root(
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks."),
+    ) -> None:
         """gradwatch: where gradients vanish or explode, why, and what to change."""
+        state["verbose"] = verbose
 
     @app.command()
+    @guarded
     def demo(
         depth: int = typer.Option(30, min=3, help="Layers in each network."),
         seed: int = typer.Option(0, help="Random seed."),
@@ -49,6 +108,149 @@ def _app():  # type: ignore[no-untyped-def]
             f"{bound}. With the weights' gain the per-layer factor is at most 0.25 x "
             f"{sig.weight_gain:.3f} = {0.25 * sig.weight_gain:.3f}; measured {sig.per_layer:.3f}."
         )
+
+    @app.command()
+    @guarded
+    def report(
+        run: Path = typer.Argument(..., help="A run file written by Watch.save (.jsonl)."),
+        out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
+        png: Path | None = typer.Option(None, "--png", help="Also write each figure as PNG here."),
+    ) -> None:
+        """The HTML report of a saved Watch run: findings first, then the figures."""
+        from gradwatch.diagnose import diagnose
+        from gradwatch.report import render_run
+        from gradwatch.watch import load_run
+
+        history = load_run(run)
+        findings = diagnose(history)
+        findings_table(findings)
+        path = render_run(history, findings, out, title=f"gradwatch: {run.name}", png_dir=png)
+        console.print(f"report: {path}")
+
+    @app.command()
+    @guarded
+    def probe(
+        factory: str = typer.Argument(..., help="MODULE:FACTORY returning an nn.Module."),
+        input_shape: str = typer.Option(..., "--input-shape", help="e.g. 32,3,32,32"),
+        loss: str = typer.Option("mse", help="mse (0.5 mean y^2), sum, or ce (random labels)."),
+        seed: int = typer.Option(0, help="Random seed for the input."),
+        html: Path | None = typer.Option(None, "--html", help="Also write an HTML report."),
+    ) -> None:
+        """Probe a model at init on random input: per-layer gradients, saturation, findings."""
+        import torch
+        from torch import nn
+
+        from gradwatch._factory import load_factory
+        from gradwatch.core.probe import probe as run_probe
+        from gradwatch.diagnose import diagnose
+        from gradwatch.watch import RunHistory
+
+        if loss not in ("mse", "sum", "ce"):
+            raise ValueError(f"--loss: expected mse, sum or ce, got {loss!r}")
+        model = load_factory(factory)
+        torch.manual_seed(seed)
+        x = torch.randn(*_shape(input_shape))
+        loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if loss == "sum":
+            loss_fn = torch.sum
+        elif loss == "ce":
+            def loss_fn(out: torch.Tensor) -> torch.Tensor:
+                labels = torch.randint(0, out.shape[1], (out.shape[0],))
+                return nn.functional.cross_entropy(out, labels)
+        result = run_probe(model, x, loss_fn)
+        console.print(str(result), highlight=False, markup=False)
+        history = RunHistory.from_probe(result)
+        findings = diagnose(history)
+        findings_table(findings)
+        if html is not None:
+            from gradwatch.report import render_run
+
+            console.print(f"report: {render_run(history, findings, html, title=factory)}")
+
+    @app.command()
+    @guarded
+    def meanfield(
+        act: str = typer.Option("tanh", help="Activation name (tanh, relu, erf, ...)."),
+        sigma_b: float = typer.Option(0.0, "--sigma-b", help="Bias standard deviation."),
+        sigma_w: float | None = typer.Option(None, "--sigma-w", help="Default: critical."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Write the phase diagram."),
+    ) -> None:
+        """Edge-of-chaos init, depth scales, and the phase diagram (Schoenholz et al. 2017)."""
+        import torch
+
+        from gradwatch.core import meanfield as mf
+
+        critical = mf.critical_sigma_w(act, sigma_b)
+        console.print(f"critical sigma_w for {act} at sigma_b={sigma_b:g}: {critical:.6g}")
+        sw = critical if sigma_w is None else sigma_w
+        ds = mf.depth_scales(act, sw, sigma_b)
+        table = Table(title=f"{act}, sigma_w={sw:.4g}, sigma_b={sigma_b:g}")
+        for col in ("q*", "c*", "chi1", "xi_q", "xi_c", "xi_grad"):
+            table.add_column(col, justify="right")
+        table.add_row(*(f"{v:.4g}" for v in (ds.q_star, ds.c_star, ds.chi1, ds.xi_q, ds.xi_c,
+                                             ds.xi_grad)))
+        console.print(table)
+        if out is not None:
+            from gradwatch.report.phase import phase_figure
+
+            pd = mf.phase_diagram(act, torch.linspace(0.25, max(4.0, 1.5 * critical), 40),
+                                  torch.linspace(0.0, max(1.0, 2 * sigma_b), 20))
+            phase_figure(pd).savefig(out)
+            console.print(f"phase diagram: {out}")
+
+    @app.command()
+    @guarded
+    def lyapunov(
+        factory: str | None = typer.Argument(None, help="MODULE:FACTORY of an RNN or cell."),
+        random_rnn: bool = typer.Option(False, "--random-rnn",
+                                        help="h <- tanh(W h), W_ij ~ N(0, g^2/N)."),
+        g: float = typer.Option(1.5, "--g", help="Gain of the random RNN."),
+        n: int = typer.Option(500, "--n", min=2, help="Size of the random RNN."),
+        k: int = typer.Option(8, "--k", min=1, help="Exponents to compute."),
+        steps: int = typer.Option(1000, min=1, help="Steps accumulated."),
+        warmup: int = typer.Option(100, min=0, help="Steps before accumulating."),
+        states: int = typer.Option(4, min=1, help="Initial states (for standard errors)."),
+        seed: int = typer.Option(0),
+    ) -> None:
+        """Lyapunov exponents (QR method) of a recurrent module or a random tanh RNN."""
+        import torch
+        from torch import nn
+
+        from gradwatch._factory import load_factory
+        from gradwatch.core.lyapunov import lyapunov_spectrum
+
+        if (factory is None) == (not random_rnn):
+            raise ValueError("give either MODULE:FACTORY or --random-rnn (one of them)")
+        torch.manual_seed(seed)
+        if random_rnn:
+            W = torch.randn(n, n, dtype=torch.float64) * g / n**0.5
+            step: Any = lambda h: torch.tanh(h @ W.T)  # noqa: E731
+            h0: Any = torch.randn(states, n, dtype=torch.float64)
+            what = f"random tanh RNN, N={n}, g={g:g}"
+        else:
+            step = load_factory(str(factory))
+            size = getattr(step, "hidden_size", None)
+            if size is None:
+                raise ValueError("MODULE:FACTORY: expected an nn.RNN/LSTM/GRU or one of their "
+                                 "cells (with hidden_size)")
+            layers = getattr(step, "num_layers", None)
+            shape = (states, size) if layers is None else (layers, states, size)
+            h0 = torch.randn(*shape)
+            if isinstance(step, (nn.LSTM, nn.LSTMCell)):
+                h0 = (h0, torch.randn(*shape))
+            what = f"{type(step).__name__} from {factory}"
+        res = lyapunov_spectrum(step, h0, k=k, steps=steps, warmup=warmup)
+        table = Table(title=f"Lyapunov exponents (nats/step): {what}")
+        table.add_column("i", justify="right")
+        table.add_column("lambda_i", justify="right")
+        table.add_column("std. error", justify="right")
+        for i, (lam, se) in enumerate(zip(res.exponents.tolist(), res.stderr.tolist(),
+                                          strict=True)):
+            table.add_row(str(i + 1), f"{lam:+.4f}", f"{se:.4f}")
+        console.print(table)
+        verdict = "chaotic: gradients through time explode" if res.max_exponent > 0 else \
+            "ordered: gradients through time vanish"
+        console.print(f"lambda_max = {res.max_exponent:+.4f} -> {verdict}")
 
     return app
 
