@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 # One stamp per set of extras, remade when the project's requirements change.
 $(BIN)/python:
@@ -13,26 +13,33 @@ $(BIN)/python:
 
 $(VENV)/.demo-stamp: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[plot,cli]'
+	$(PIP) -e '.[plot,cli,labs]'
 	touch $@
 
 $(VENV)/.test-stamp: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[plot,cli,dev]'
+	$(PIP) -e '.[plot,cli,labs,dev]'
 	touch $@
 
 demo: $(VENV)/.demo-stamp
-	$(BIN)/gradwatch demo
+	$(BIN)/gradwatch labs --quick
+
+# The report test opens pages in Debian's headless Chromium; install it when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report's browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(VENV)/.test-stamp
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: lint chromium
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.test-stamp
 	$(BIN)/python benchmarks/core_speed.py
+	$(BIN)/python benchmarks/watch_overhead.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -111,6 +111,63 @@ def _app():  # type: ignore[no-untyped-def]
 
     @app.command()
     @guarded
+    def labs(
+        names: list[str] | None = typer.Argument(None, help="Labs to run (default: all)."),
+        smoke: bool = typer.Option(False, "--smoke", help="Seconds per lab: mechanics only."),
+        quick: bool = typer.Option(False, "--quick", help="Minutes in all (the default)."),
+        full: bool = typer.Option(False, "--full", help="The papers' sizes (up to an hour)."),
+        out: Path = typer.Option(Path("gradwatch-report"), "--out", "-o", help="Report folder."),
+        seed: int = typer.Option(0, help="Seed of every random draw."),
+        png: bool = typer.Option(False, "--png", help="Also write each figure as PNG."),
+    ) -> None:
+        """Rerun the classic claims as experiments; print the verdicts; write index.html."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from gradwatch.labs import LabConfig, available, run_lab
+        from gradwatch.report import render_labs
+
+        if smoke + quick + full > 1:
+            raise ValueError("--smoke/--quick/--full: choose one size")
+        size = "smoke" if smoke else "full" if full else "quick"
+        known = available()
+        chosen = list(names or known)
+        unknown = [n for n in chosen if n not in known]
+        if unknown:
+            raise ValueError(f"NAME: unknown lab(s) {', '.join(unknown)}; expected "
+                             f"{', '.join(known)}")
+        cfg = LabConfig(size=size, seed=seed)
+        results, crashed = [], []
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("labs", total=len(chosen))
+            for name in chosen:
+                progress.update(task, description=f"lab {name} ({size})")
+                try:
+                    results.append(run_lab(name, cfg))
+                except Exception as err:  # a crashed lab is reported, the others still run
+                    crashed.append((name, f"{type(err).__name__}: {err}"))
+                    if state["verbose"]:
+                        traceback.print_exc()
+                progress.advance(task)
+        table = Table(title=f"gradwatch labs ({size}, seed {seed})", show_lines=True)
+        for col in ("lab", "claim", "measured", "rule", "verdict"):
+            table.add_column(col, overflow="fold")
+        colour = {"holds": "green", "does not hold": "red", "inconclusive": "yellow"}
+        for r in results:
+            for c in r.claims:
+                table.add_row(r.name, c.statement, f"{c.value:.4g}", c.rule,
+                              f"[{colour[c.verdict]}]{c.verdict}[/{colour[c.verdict]}]")
+        console.print(table)
+        index = render_labs(results, out, crashed=crashed, png=png)
+        console.print(f"report: {index}")
+        for name, message in crashed:
+            console.print(f"[red]lab {escape(name)} crashed:[/red] {escape(message)}",
+                          soft_wrap=True)
+        if crashed:
+            raise typer.Exit(1)
+
+    @app.command()
+    @guarded
     def report(
         run: Path = typer.Argument(..., help="A run file written by Watch.save (.jsonl)."),
         out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),

@@ -6,23 +6,11 @@ import math
 from typing import TYPE_CHECKING
 
 from gradwatch.labs.base import Plot
+from gradwatch.report.figures import new_figure, style
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-
-def _pyplot():  # type: ignore[no-untyped-def]
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError(
-            "gradwatch: figures need the 'plot' extra: pip install 'gradwatch[plot]'"
-        ) from None
-    matplotlib.rcParams["svg.hashsalt"] = "gradwatch"  # deterministic SVG ids
-    return plt
 
 
 def plot_figure(plot: Plot) -> Figure:
@@ -34,8 +22,13 @@ def plot_figure(plot: Plot) -> Figure:
     Example:
         >>> fig = plot_figure(result.plots[0])            # doctest: +SKIP
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    with style():
+        fig, axes = new_figure(4.2)
+        _draw(axes[0, 0], fig, plot)
+    return fig
+
+
+def _draw(ax: Axes, fig: Figure, plot: Plot) -> None:
     if plot.kind == "heatmap":
         import numpy as np
 
@@ -81,6 +74,4 @@ def plot_figure(plot: Plot) -> Figure:
             ax.plot([], [], " ", label=f"({dropped} non-finite or non-positive points omitted)")
         if plot.series or plot.reference:
             ax.legend(fontsize=7)
-        ax.grid(True, which="major", alpha=0.3)
-    ax.set_title(plot.title, fontsize=10)
-    return fig
+    ax.set_title(plot.title)
