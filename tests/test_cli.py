@@ -152,3 +152,30 @@ def test_missing_cli_extra_names_the_pip_command(monkeypatch, capsys):
         cli.main()
     assert exc.value.code == 2
     assert "pip install 'gradwatch[cli]'" in capsys.readouterr().err
+
+
+def test_labs_command_runs_prints_verdicts_and_writes_the_report(tmp_path):
+    from gradwatch.labs import REGISTRY, Claim, LabConfig, LabResult, register
+
+    @register("_ok")
+    def ok(cfg: LabConfig) -> LabResult:
+        return LabResult("_ok", "OK lab", cfg, {}, (Claim.check("tiny", 1e-9, below=1e-6),))
+
+    @register("_boom")
+    def boom(cfg: LabConfig) -> LabResult:
+        raise RuntimeError("kaput")
+
+    try:
+        result = invoke("labs", "_ok", "--smoke", "-o", tmp_path / "rep")
+        assert result.exit_code == 0, result.output
+        assert "holds" in result.output and (tmp_path / "rep" / "index.html").exists()
+        result = invoke("labs", "_boom", "_ok", "--smoke", "-o", tmp_path / "rep2")
+        assert result.exit_code == 1 and "lab _boom crashed: RuntimeError: kaput" in result.output
+        assert "OK lab" in (tmp_path / "rep2" / "index.html").read_text()  # the others still ran
+        result = invoke("labs", "nope", "--smoke")
+        assert result.exit_code == 1 and "unknown lab(s) nope" in result.output
+        result = invoke("labs", "_ok", "--smoke", "--full")
+        assert result.exit_code == 1 and "choose one size" in result.output
+    finally:
+        REGISTRY.pop("_ok", None)
+        REGISTRY.pop("_boom", None)

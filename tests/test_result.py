@@ -59,3 +59,13 @@ def test_wrong_text_is_a_clear_error():
         Outer.from_json("{oops")
     with pytest.raises(ValueError, match="expected a 'Outer'"):
         Outer.from_json(Inner("a", 1.0).to_json())
+
+
+def test_string_fields_that_look_like_numbers_stay_strings():
+    @dataclass(frozen=True)
+    class Cells(Result):
+        cells: tuple[tuple[str, ...], ...]
+        label: str
+
+    c = Cells((("inf", "nan"), ("-inf", "1")), "nan")
+    assert Cells.from_json(c.to_json()) == c

@@ -77,6 +77,8 @@ def _decode(value: Any, hint: Any) -> Any:
         return {k: _decode(v, vt) for k, v in value.items()}
     if hint is float:
         return float(_floats_in(value))
+    if hint is str:
+        return value  # a string field holding "inf" stays the string "inf"
     return _decode_untyped(value)
 
 

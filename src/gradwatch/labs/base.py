@@ -149,4 +149,4 @@ class LabResult(Result):
     claims: tuple[Claim, ...]
     tables: tuple[Table, ...] = ()
     plots: tuple[Plot, ...] = ()
-    seconds: float = math.nan
+    seconds: float = 0.0  # wall time, set by run_lab
