@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import html
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from gradwatch.labs.base import LabResult
-from gradwatch.report.html import inline_svg, write_html
+from gradwatch.report.html import _esc, inline_svg, write_html
 from gradwatch.report.labplots import plot_figure
 
 _COLOUR = {"holds": "#1b7f3b", "does not hold": "#b3261e", "inconclusive": "#8a6d00"}
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
