@@ -123,7 +123,7 @@ def _app():  # type: ignore[no-untyped-def]
         """Rerun the classic claims as experiments; print the verdicts; write index.html."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from gradwatch.labs import LabConfig, available, run_lab
+        from gradwatch.labs import LabConfig, available, listening, run_lab
         from gradwatch.report import render_labs
 
         if smoke + quick + full > 1:
@@ -140,10 +140,17 @@ def _app():  # type: ignore[no-untyped-def]
         columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("labs", total=len(chosen))
+            loop = progress.add_task("", total=1, visible=False)
+
+            def training(label: str, done: int, total: int) -> None:  # each lab's loops
+                progress.update(loop, description=f"  {label}", completed=done, total=total,
+                                visible=True)
+
             for name in chosen:
                 progress.update(task, description=f"lab {name} ({size})")
                 try:
-                    results.append(run_lab(name, cfg))
+                    with listening(training):
+                        results.append(run_lab(name, cfg))
                 except Exception as err:  # a crashed lab is reported, the others still run
                     crashed.append((name, f"{type(err).__name__}: {err}"))
                     if state["verbose"]:

@@ -65,3 +65,14 @@ def test_registry_runs_and_times_a_lab():
     with pytest.raises(ValueError, match="unknown lab 'nope'"):
         run_lab("nope")
     assert "depth" in available() and "edge_of_chaos" in available()
+
+
+def test_training_loops_report_progress_to_listeners():
+    from gradwatch.labs import listening, steps
+
+    seen = []
+    with listening(lambda label, done, total: seen.append((label, done, total))):
+        assert list(steps(3, "loop")) == [0, 1, 2]
+    assert seen == [("loop", 1, 3), ("loop", 2, 3), ("loop", 3, 3)]
+    list(steps(2, "unheard"))  # no listener: silent
+    assert len(seen) == 3

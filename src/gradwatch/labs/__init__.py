@@ -9,10 +9,30 @@ import importlib
 import time
 from collections.abc import Callable
 
-from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table
+from gradwatch.labs.base import (
+    Claim,
+    LabConfig,
+    LabResult,
+    Plot,
+    Series,
+    Table,
+    listening,
+    steps,
+)
 
-__all__ = ["REGISTRY", "Claim", "LabConfig", "LabResult", "Plot", "Series", "Table", "register",
-           "run_lab"]
+__all__ = [
+    "REGISTRY",
+    "Claim",
+    "LabConfig",
+    "LabResult",
+    "Plot",
+    "Series",
+    "Table",
+    "listening",
+    "register",
+    "run_lab",
+    "steps",
+]
 
 LabFn = Callable[[LabConfig], LabResult]
 REGISTRY: dict[str, LabFn] = {}

@@ -6,7 +6,9 @@ claim (``Claim.check``), never written by hand: if the measurement changes, so d
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -150,3 +152,31 @@ class LabResult(Result):
     tables: tuple[Table, ...] = ()
     plots: tuple[Plot, ...] = ()
     seconds: float = 0.0  # wall time, set by run_lab
+
+
+Listener = Callable[[str, int, int], None]  # (label, done, total)
+_listeners: list[Listener] = []
+
+
+def steps(n: int, label: str) -> Iterator[int]:
+    """``range(n)`` for a lab's training loop that reports progress to whoever listens
+    (the command line's progress bar); silent otherwise.
+
+    Example:
+        >>> for step in steps(100, "sigmoid MLP, depth 30"):   # doctest: +SKIP
+        ...     train_one_step()
+    """
+    for i in range(n):
+        yield i
+        for listener in _listeners:
+            listener(label, i + 1, n)
+
+
+@contextlib.contextmanager
+def listening(listener: Listener) -> Iterator[None]:
+    """Receive (label, done, total) from every ``steps`` loop while the block runs."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)

@@ -22,7 +22,7 @@ from gradwatch.core import _checks
 from gradwatch.core.chain import chain_bound, derivative_bound
 from gradwatch.core.probe import probe
 from gradwatch.labs import register
-from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table
+from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table, steps
 from gradwatch.watch import Watch
 
 __all__ = ["depth"]
@@ -235,7 +235,8 @@ def _train(
     )
     n = len(data.x_train)
     model.train()
-    for _ in range(sz.epochs if epochs is None else epochs):
+    label = f"{type(model).__name__}, {'Adam' if adam else 'SGD'} lr {lr:g}"
+    for _ in steps(sz.epochs if epochs is None else epochs, label):
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n - sz.batch + 1, sz.batch):
             idx = perm[i : i + sz.batch]

@@ -21,6 +21,7 @@ from gradwatch.core import meanfield
 from gradwatch.core.jacobian import jacobian_spectrum
 from gradwatch.labs import register
 from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table
+from gradwatch.labs.base import steps as progress
 from gradwatch.watch import Watch
 
 __all__ = ["edge_of_chaos"]
@@ -250,7 +251,7 @@ def _train_accuracy(
     model = nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     loss = torch.tensor(math.nan)
-    for _ in range(steps):
+    for _ in progress(steps, f"tanh net, depth {depth}, sigma_w {sigma_w:.3g}"):
         idx = torch.randint(0, len(xtr), (BATCH,), generator=gen)
         loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
         opt.zero_grad()
