@@ -9,6 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from report_runs import NASTY, batches, train
 from torch import nn
 
 import gradwatch as gw
@@ -16,8 +17,6 @@ from gradwatch.core.bptt import BPTTProfile
 from gradwatch.report import figures as F
 from gradwatch.report import render_run, run_figures, write_html
 from gradwatch.watch.history import RecurrentSample, RunHistory
-
-NASTY = "<script>alert(1)</script>"  # also in conftest.py, where the shared run is built
 
 
 class _Page(HTMLParser):
@@ -53,30 +52,10 @@ def _mlp(depth, act, width=32):
     return nn.Sequential(*layers, nn.Linear(d, 10))
 
 
-def _train(model, batches, path=None, loss=nn.functional.cross_entropy, **kw):
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    with gw.Watch(model, optimizer=opt, **kw) as w:
-        if path is not None:
-            w.save(path)
-        for x, y in batches:
-            loss(model(x), y).backward()
-            opt.step()
-            opt.zero_grad()
-    return w
-
-
-def _batches(n, shape, classes=10, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [
-        (torch.randn(*shape, generator=g), torch.randint(0, classes, (shape[0],), generator=g))
-        for _ in range(n)
-    ]
-
-
 @pytest.fixture(scope="module")
 def sigmoid(tmp_path_factory):
     torch.manual_seed(0)
-    w = _train(_mlp(30, nn.Sigmoid), _batches(8, (64, 32)), detail_every=3)
+    w = train(_mlp(30, nn.Sigmoid), batches(8, (64, 32)), detail_every=3)
     h, found = w.history, w.diagnose()
     path = render_run(h, found, tmp_path_factory.mktemp("sig") / "run.html")
     return h, found, path.read_text(encoding="utf-8")
@@ -332,7 +311,7 @@ def test_inf_nan_and_zero_render_marked_not_hidden(tmp_path):
 def test_run_without_activations_or_recurrence_skips_those_figures(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 16), nn.Linear(16, 10))
-    w = _train(model, _batches(3, (16, 32)))
+    w = train(model, batches(3, (16, 32)))
     h = w.history
     assert not h.activations and not h.recurrent
     assert [f.id for f in run_figures(h)] == ["grad-flow", "grad-norms", "update-ratios"]
