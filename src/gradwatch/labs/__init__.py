@@ -36,7 +36,8 @@ __all__ = [
 
 LabFn = Callable[[LabConfig], LabResult]
 REGISTRY: dict[str, LabFn] = {}
-_MODULES = ("depth", "edge_of_chaos")  # imported on first use; each registers itself
+# Imported on first use; each registers itself. Order = the order `gradwatch labs` runs them.
+_MODULES = ("depth", "edge_of_chaos", "through_time")
 
 
 def register(name: str) -> Callable[[LabFn], LabFn]:
