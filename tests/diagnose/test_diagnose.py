@@ -232,9 +232,18 @@ def test_spikes_prescribe_a_threshold_read_from_the_run():
     h = _history(norms)
     (e,) = [f for f in diagnose(h) if f.kind == "exploding"]
     total = torch.tensor(norms, dtype=torch.float64).square().sum(1).sqrt()
-    c = float(torch.quantile(total, 0.9))
+    c = float(torch.quantile(total[:30], 0.9))  # the norms before the spike at step 31
     assert clip_threshold(h) == pytest.approx(c)
     assert f"clip at {c:.3g}" in e.fix and "step 31" in e.summary
+
+
+def test_clip_threshold_is_read_before_the_blow_up():
+    steady = [[1.0 + 0.1 * (i % 5)] for i in range(40)]
+    growing = steady[:10] + [[10.0 ** (i / 3)] for i in range(30)]  # grows 1e9x
+    c = clip_threshold(_history(growing))
+    assert 1.0 <= c < 10  # the run reached 1e9; the level comes from before it took off
+    nonfinite = [*steady[:20], [math.inf], [1e30]]
+    assert 1.0 <= clip_threshold(_history(nonfinite)) <= 1.5
 
 
 def test_stalled_updates():

@@ -16,11 +16,29 @@ GROWTH = 1e3  # last over first total norm
 STALLED = 1e-5  # update / weight ratio
 
 
+def _spikes(tn: torch.Tensor) -> list[int]:
+    """Indices whose norm exceeds SPIKE x the median of the WINDOW norms before them."""
+    return [i for i in range(WINDOW // 2, len(tn))
+            if float(tn[i]) > SPIKE * float(tn[max(0, i - WINDOW):i].median())]
+
+
 def clip_threshold(h: RunHistory) -> float:
-    """The 90th percentile of the finite total gradient norms seen: a clipping level."""
+    """A clipping level read from the run: the 90th percentile of the total gradient norms
+    before it blew up (before the first non-finite step or spike; the first quarter of the
+    run when the norm grew over 1e3x), so a divergence does not set its own threshold."""
     tn = total_norm(h)
-    tn = tn[torch.isfinite(tn) & (tn > 0)]
-    return float(torch.quantile(tn, 0.9)) if tn.numel() else math.nan
+    bad = (~torch.isfinite(tn)).nonzero()
+    tn = tn[: int(bad[0, 0]) if bad.numel() else len(tn)]
+    tn = tn[tn > 0]
+    if not tn.numel():
+        return math.nan
+    spikes = _spikes(tn)
+    if spikes:
+        tn = tn[: spikes[0]]
+    q = max(1, len(tn) // 10)
+    if len(tn) >= 4 and float(tn[-q:].median() / tn[:q].median()) > GROWTH:
+        tn = tn[: max(1, math.ceil(len(tn) / 4))]
+    return float(torch.quantile(tn, 0.9))
 
 
 def _clip_fix(h: RunHistory) -> str:
@@ -30,7 +48,7 @@ def _clip_fix(h: RunHistory) -> str:
             "clip the gradient norm (torch.nn.utils.clip_grad_norm_) or use gradwatch.fix.AutoClip"
         )
     return (
-        f"clip at {c:.3g} (the 90th percentile of the norms seen): "
+        f"clip at {c:.3g} (the 90th percentile of the norms before the blow-up): "
         f"torch.nn.utils.clip_grad_norm_(model.parameters(), {c:.3g}), "
         "or gradwatch.fix.AutoClip()"
     )
