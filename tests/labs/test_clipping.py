@@ -3,22 +3,15 @@ import math
 
 import pytest
 import torch
+from lab_checks import recomputed
 from torch import nn
 
 from gradwatch.labs import clipping as lab
-from gradwatch.labs.base import VERDICTS, Claim, LabConfig, LabResult
+from gradwatch.labs.base import VERDICTS, LabConfig, LabResult
 from gradwatch.watch import Watch
 
 SMOKE = LabConfig("smoke", seed=3)
 SIZES = lab._Sizes(hidden=32, length=100, batch=32, steps=40, eval_batch=64)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +29,12 @@ def setup() -> tuple[nn.Module, list, tuple]:
     return net, batches, lab._batch(SIZES, SIZES.eval_batch, cfg.generator(3))
 
 
-def _recomputed(c: Claim) -> str:
-    if not math.isfinite(c.value):
-        return "inconclusive"
-    ok = True
-    for part in c.rule.split(" and "):
-        op, bound = part.split(" ")
-        ok = ok and (c.value > float(bound) if op == ">" else c.value < float(bound))
-    return "holds" if ok else "does not hold"
-
-
 def test_smoke_mechanics(smoke: LabResult) -> None:
     assert smoke.name == "clipping"
     assert len(smoke.claims) == 9
     for c in smoke.claims:
         assert c.verdict in VERDICTS
-        assert c.rule and c.verdict == _recomputed(c), c.statement
+        assert c.rule and c.verdict == recomputed(c), c.statement
         assert math.isfinite(c.value), c.statement
     assert smoke.claims[6].verdict == "holds"  # norm clipping's cosine: exact at any size
     ids = [p.id for p in smoke.plots]
@@ -128,8 +111,10 @@ def test_divergence_and_watch_verdicts_flip_with_the_learning_rate(setup) -> Non
         model = lab.copy.deepcopy(net)
         with Watch(model, activations=False, recurrent_every=0) as watch:
             run = lab._train(net, batches, evalset, "none", lr, watch, model)
-        verdicts[lr] = (lab._divergence_claim(run, len(batches)).verdict,
-                        lab._watch_claim(watch).verdict)
+        verdicts[lr] = (
+            lab._divergence_claim(run, len(batches)).verdict,
+            lab._watch_claim(watch).verdict,
+        )
     assert verdicts[lab.LR] == ("holds", "holds")
     assert verdicts[1e-4] == ("does not hold", "does not hold")
 

@@ -2,21 +2,13 @@ import math
 
 import pytest
 import torch
+from lab_checks import recomputed
 
 from gradwatch.core import meanfield
 from gradwatch.labs import edge_of_chaos as lab
-from gradwatch.labs.base import VERDICTS, Claim, LabConfig, LabResult
+from gradwatch.labs.base import VERDICTS, LabConfig, LabResult
 
 SMOKE = LabConfig("smoke", seed=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # many small ops: a loaded 2-core machine runs them faster on one thread
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -24,30 +16,25 @@ def smoke() -> LabResult:
     return lab.edge_of_chaos(SMOKE)
 
 
-def _recomputed(c: Claim) -> str:
-    """The verdict that the claim's value and rule imply."""
-    if not math.isfinite(c.value):
-        return "inconclusive"
-    ok = True
-    for part in c.rule.split(" and "):
-        op, bound = part.split(" ")
-        ok = ok and (c.value > float(bound) if op == ">" else c.value < float(bound))
-    return "holds" if ok else "does not hold"
-
-
 def test_smoke_mechanics(smoke: LabResult) -> None:
     assert smoke.name == "edge_of_chaos"
     assert len(smoke.claims) == 6
     for c in smoke.claims:
         assert c.verdict in VERDICTS
-        assert c.rule and c.verdict == _recomputed(c), c.statement
+        assert c.rule and c.verdict == recomputed(c), c.statement
         assert math.isfinite(c.value), c.statement
         assert all(math.isfinite(v) for v in c.measured.values()), c.statement
     assert smoke.claims[0].verdict == "holds"  # exact even at smoke size
     ids = [p.id for p in smoke.plots]
     assert len(set(ids)) == len(ids)
-    assert {"phase_diagram", "critical_line", "gradient_factor", "gradient_profiles",
-            "trainability", "isometry"} == set(ids)
+    assert {
+        "phase_diagram",
+        "critical_line",
+        "gradient_factor",
+        "gradient_profiles",
+        "trainability",
+        "isometry",
+    } == set(ids)
     for p in smoke.plots:
         assert p.series
         for s in p.series:
@@ -110,8 +97,11 @@ def test_watch_profile_matches_autograd() -> None:
     x = lab._at_fixed_point(batch, n, sw, sb, meanfield.qstar("tanh", sw, sb), gen_b)
     v = torch.randn(batch, n, generator=gen_b, dtype=torch.float64)
     (model(x) * v).sum().backward()
-    ref = [math.hypot(float(m.weight.grad.norm()), float(m.bias.grad.norm()))
-           for m in model if isinstance(m, torch.nn.Linear)]
+    ref = [
+        math.hypot(float(m.weight.grad.norm()), float(m.bias.grad.norm()))
+        for m in model
+        if isinstance(m, torch.nn.Linear)
+    ]
     assert g.tolist() == pytest.approx(ref, rel=1e-10)
 
 
@@ -127,8 +117,9 @@ def test_gradient_factor_follows_chi1() -> None:
 def test_isometry_verdict_flips_with_gaussian_weights() -> None:
     depths = (16,)
     spreads = {
-        orth: lab._spread_vs_depth("tanh", orth, lab.SIGMA_B_ISO, 32, depths, 2,
-                                   torch.Generator().manual_seed(5))[-1]
+        orth: lab._spread_vs_depth(
+            "tanh", orth, lab.SIGMA_B_ISO, 32, depths, 2, torch.Generator().manual_seed(5)
+        )[-1]
         for orth in (True, False)
     }
     assert lab._isometry_claim(spreads[True], 16).verdict == "holds"

@@ -3,20 +3,13 @@ import math
 
 import pytest
 import torch
+from lab_checks import recomputed
 from torch.nn import functional as F
 
 from gradwatch.labs import genomics as lab
-from gradwatch.labs.base import VERDICTS, Claim, LabConfig, LabResult
+from gradwatch.labs.base import VERDICTS, LabConfig, LabResult
 
 SMOKE = LabConfig("smoke", seed=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -24,26 +17,21 @@ def smoke() -> LabResult:
     return lab.genomics(SMOKE)
 
 
-def _recomputed(c: Claim) -> str:
-    if not math.isfinite(c.value):
-        return "inconclusive"
-    ok = True
-    for part in c.rule.split(" and "):
-        op, bound = part.split(" ")
-        ok = ok and (c.value > float(bound) if op == ">" else c.value < float(bound))
-    return "holds" if ok else "does not hold"
-
-
 def test_smoke_mechanics(smoke: LabResult) -> None:
     assert smoke.name == "genomics"
     assert len(smoke.claims) == 6
     for c in smoke.claims:
-        assert c.verdict in VERDICTS and c.verdict == _recomputed(c), c.statement
+        assert c.verdict in VERDICTS and c.verdict == recomputed(c), c.statement
         assert math.isfinite(c.value), c.statement
         assert all(math.isfinite(v) for v in c.measured.values()), c.statement
     ids = [p.id for p in smoke.plots]
-    assert ids == ["input_gradient_init", "input_gradient_trained", "bptt_profile", "accuracy",
-                   "hier_training_gradients"]
+    assert ids == [
+        "input_gradient_init",
+        "input_gradient_trained",
+        "bptt_profile",
+        "accuracy",
+        "hier_training_gradients",
+    ]
     for p in smoke.plots:
         assert p.series
         for s in p.series:
@@ -91,7 +79,8 @@ def test_genome_layout_and_labels() -> None:
 def _kind(x: torch.Tensor, start: torch.Tensor, m: int) -> torch.Tensor:
     """(n,) 0 where x[start:start+m] is all C/G, 1 where all A/T, -1 otherwise."""
     is_gc = torch.tensor([False, True, True, False])[  # A C G T
-        x[torch.arange(len(start))[:, None], start[:, None] + torch.arange(m)]]  # (n, m)
+        x[torch.arange(len(start))[:, None], start[:, None] + torch.arange(m)]
+    ]  # (n, m)
     return torch.where(is_gc.all(1), 0, torch.where((~is_gc).all(1), 1, -1))
 
 
@@ -101,7 +90,7 @@ def _flat_model(z_bias: float, seed: int = 0) -> "lab._Recurrent":
     assert isinstance(m, lab._Recurrent)
     with torch.no_grad():
         h = m.gru.hidden_size
-        m.gru.get_parameter("bias_hh_l0")[h:2 * h].fill_(z_bias)
+        m.gru.get_parameter("bias_hh_l0")[h : 2 * h].fill_(z_bias)
     return m
 
 
@@ -126,8 +115,9 @@ def test_log_space_gradient_matches_plain_autograd() -> None:
     assert isinstance(hier, lab._Recurrent)
     b = lab._genome(lab._sizes(SMOKE).task, 2, torch.Generator().manual_seed(3))
     x = lab._onehot(b.x)
-    assert torch.allclose(lab._log10_input_grad(hier, x, b.y), _plain_log10_grad(hier, x, b.y),
-                          atol=1e-9, rtol=0)
+    assert torch.allclose(
+        lab._log10_input_grad(hier, x, b.y), _plain_log10_grad(hier, x, b.y), atol=1e-9, rtol=0
+    )
 
 
 def test_log_space_resolves_what_float64_underflows() -> None:
@@ -148,8 +138,9 @@ def test_log_space_resolves_what_float64_underflows() -> None:
 def test_log10_norm_and_element_ratio() -> None:
     v = torch.tensor([[1e-3, 2e-3, 5e-4], [3.0, 4.0, 1e-30]], dtype=torch.float64)
     assert torch.allclose(lab._log10_norm(v.log10()), v.norm(dim=1).log10(), atol=1e-12)
-    b = lab._Batch(torch.zeros(1, 10, dtype=torch.long), torch.ones(1), torch.tensor([1]),
-                   torch.tensor([6]))
+    b = lab._Batch(
+        torch.zeros(1, 10, dtype=torch.long), torch.ones(1), torch.tensor([1]), torch.tensor([6])
+    )
     g = torch.full((1, 10), -5.0, dtype=torch.float64)
     g[0, 6:8] = -1.0
     ratio = lab._element_log_ratio(g, b, 2)
@@ -165,10 +156,13 @@ def test_gap_verdict_flips_when_models_swap() -> None:
 def test_local_cnn_verdict_flips_when_presence_decides() -> None:
     # the same local CNN: at chance on the match label, well above it when the enhancer's
     # type alone decides (presence is a local feature)
-    sz = dataclasses.replace(lab._sizes(SMOKE), task=lab._Task(200, 10, (40, 180), 0),
-                             local_steps=300, n_test=400)
-    accs = {rule: lab._local_accuracy(sz, sz.task, torch.Generator().manual_seed(7), rule)[0]
-            for rule in ("match", "presence")}
+    sz = dataclasses.replace(
+        lab._sizes(SMOKE), task=lab._Task(200, 10, (40, 180), 0), local_steps=300, n_test=400
+    )
+    accs = {
+        rule: lab._local_accuracy(sz, sz.task, torch.Generator().manual_seed(7), rule)[0]
+        for rule in ("match", "presence")
+    }
     assert lab._chance_claim(accs["match"], "local CNN").verdict == "holds"
     flipped = lab._chance_claim(accs["presence"], "local CNN")
     assert flipped.verdict == "does not hold", accs

@@ -2,20 +2,12 @@ import math
 
 import pytest
 import torch
+from lab_checks import recomputed
 
 from gradwatch.labs import long_range as lab
-from gradwatch.labs.base import VERDICTS, Claim, LabConfig, LabResult
+from gradwatch.labs.base import VERDICTS, LabConfig, LabResult
 
 SMOKE = LabConfig("smoke", seed=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small recurrent models: a loaded 2-core machine runs them faster on one thread
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -23,23 +15,12 @@ def smoke() -> LabResult:
     return lab.long_range(SMOKE)
 
 
-def _recomputed(c: Claim) -> str:
-    """The verdict that the claim's value and rule imply."""
-    if not math.isfinite(c.value):
-        return "inconclusive"
-    ok = True
-    for part in c.rule.split(" and "):
-        op, bound = part.split(" ")
-        ok = ok and (c.value > float(bound) if op == ">" else c.value < float(bound))
-    return "holds" if ok else "does not hold"
-
-
 def test_smoke_mechanics(smoke: LabResult) -> None:
     assert smoke.name == "long_range"
     assert len(smoke.claims) == 9
     for c in smoke.claims:
         assert c.verdict in VERDICTS
-        assert c.rule and c.verdict == _recomputed(c), c.statement
+        assert c.rule and c.verdict == recomputed(c), c.statement
         assert math.isfinite(c.value), c.statement
         assert all(math.isfinite(v) for v in c.measured.values()), c.statement
     ids = [p.id for p in smoke.plots]
@@ -108,10 +89,18 @@ def test_contact_data_labels_are_salt_bridges() -> None:
     assert torch.equal(bridge, y)
     assert float(y.mean()) == pytest.approx(0.5, abs=0.02)
     # The Bayes ceilings by Monte Carlo: majority vote within each value of the view.
-    for view, exact in ((q[:, 1], 5 / 7), (q[:, 0], 5 / 7), ((q != 0).long() @ torch.tensor([1, 2]),
-                                                               6 / 7)):
-        acc = sum(max(float(y[view == v].sum()), float((1 - y[view == v]).sum()))
-                  for v in view.unique()) / n
+    for view, exact in (
+        (q[:, 1], 5 / 7),
+        (q[:, 0], 5 / 7),
+        ((q != 0).long() @ torch.tensor([1, 2]), 6 / 7),
+    ):
+        acc = (
+            sum(
+                max(float(y[view == v].sum()), float((1 - y[view == v]).sum()))
+                for v in view.unique()
+            )
+            / n
+        )
         assert acc == pytest.approx(exact, abs=0.01)
     assert lab.ONE_SITE == pytest.approx(5 / 7, abs=1e-12)
     assert lab.CHARGED_ONLY == pytest.approx(6 / 7, abs=1e-12)
@@ -128,8 +117,9 @@ def test_marker_gradient_matches_autograd() -> None:
     h = torch.zeros(5, lab.HIDDEN, dtype=torch.float64)
     hs = []
     for t in range(12):
-        h = torch.tanh(x[:, t] @ r.weight_ih_l0.T + r.bias_ih_l0 + h @ r.weight_hh_l0.T
-                       + r.bias_hh_l0)
+        h = torch.tanh(
+            x[:, t] @ r.weight_ih_l0.T + r.bias_ih_l0 + h @ r.weight_hh_l0.T + r.bias_hh_l0
+        )
         h.retain_grad()
         hs.append(h)
     (model.head(h).squeeze(1) - y).square().mean().backward()
@@ -146,8 +136,17 @@ def test_mse_verdict_flips_when_the_model_did_not_train() -> None:
     cfg = LabConfig("smoke", seed=0)
     test = lab._adding(256, 6, torch.Generator().manual_seed(7))[:2]
     runs = {
-        n: lab._train("GRU", "adding", 6, n, sizes, cfg, test, torch.Generator().manual_seed(4),
-                      torch.Generator().manual_seed(5))[2]
+        n: lab._train(
+            "GRU",
+            "adding",
+            6,
+            n,
+            sizes,
+            cfg,
+            test,
+            torch.Generator().manual_seed(4),
+            torch.Generator().manual_seed(5),
+        )[2]
         for n in (0, 400)
     }
     assert runs[0].steps_run == 0 and runs[0].curve_x == (0.0,)
@@ -170,7 +169,9 @@ def test_comparison_verdicts_flip_with_swapped_numbers() -> None:
     assert [c.verdict for c in lab._contact_claims(good, 20)] == ["holds", "holds"]
     swapped = {"RNN": 1.0, "LSTM": 0.5, "GRU": 0.6}
     assert [c.verdict for c in lab._contact_claims(swapped, 20)] == [
-        "does not hold", "does not hold"]
+        "does not hold",
+        "does not hold",
+    ]
 
 
 def test_models_share_init_per_seed_and_default_scale() -> None:

@@ -2,20 +2,12 @@ import math
 
 import pytest
 import torch
+from lab_checks import recomputed
 
 from gradwatch.labs import through_time as lab
-from gradwatch.labs.base import VERDICTS, Claim, LabConfig, LabResult
+from gradwatch.labs.base import VERDICTS, LabConfig, LabResult
 
 SMOKE = LabConfig("smoke", seed=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small recurrent models: a loaded 2-core machine runs them faster on one thread
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -23,23 +15,12 @@ def smoke() -> LabResult:
     return lab.through_time(SMOKE)
 
 
-def _recomputed(c: Claim) -> str:
-    """The verdict that the claim's value and rule imply."""
-    if not math.isfinite(c.value):
-        return "inconclusive"
-    ok = True
-    for part in c.rule.split(" and "):
-        op, bound = part.split(" ")
-        ok = ok and (c.value > float(bound) if op == ">" else c.value < float(bound))
-    return "holds" if ok else "does not hold"
-
-
 def test_smoke_mechanics(smoke: LabResult) -> None:
     assert smoke.name == "through_time"
     assert len(smoke.claims) == 8
     for c in smoke.claims:
         assert c.verdict in VERDICTS
-        assert c.rule and c.verdict == _recomputed(c), c.statement
+        assert c.rule and c.verdict == recomputed(c), c.statement
         assert all(math.isfinite(v) for v in c.measured.values()), c.statement
     # exact even at smoke size: the linear recurrence and Pascanu's bound
     assert [c.verdict for c in smoke.claims[:3]] == ["holds"] * 3
@@ -73,9 +54,15 @@ def test_deterministic_and_leaves_global_state(smoke: LabResult) -> None:
     assert torch.get_num_threads() == threads
 
 
-@pytest.mark.parametrize(("a", "lag", "power"), [
-    (0.9, 10, 0.35), (0.9, 50, 0.005), (1.1, 10, 2.6), (1.1, 50, 117.0),
-])
+@pytest.mark.parametrize(
+    ("a", "lag", "power"),
+    [
+        (0.9, 10, 0.35),
+        (0.9, 50, 0.005),
+        (1.1, 10, 2.6),
+        (1.1, 50, 117.0),
+    ],
+)
 def test_linear_recurrence_is_the_power_within_1pct(a: float, lag: int, power: float) -> None:
     # the issue's numbers (rounded there: compare with 2 significant digits) and the exact a^k
     p = lab._linear_profile(a)
@@ -149,8 +136,9 @@ def test_lstm_forget_bias_is_set_exactly() -> None:
 
 def test_watch_prescribes_the_forget_bias() -> None:
     # at T = 30 the bias-0 LSTM's gradient falls below 1e-3 (factor ~0.65 per step)
-    s = lab._Sizes(30, 16, 2, 4, seq_T=30, seq_hidden=16, seq_batch=8, train_steps=1,
-                   eval_n=8, watch_steps=2)
+    s = lab._Sizes(
+        30, 16, 2, 4, seq_T=30, seq_hidden=16, seq_batch=8, train_steps=1, eval_n=8, watch_steps=2
+    )
     claims, tables, _ = lab._watch_section(s, LabConfig("smoke", seed=1))
     assert claims[0].verdict == "holds", tables[0].rows
     assert claims[0].measured["prescribed, bias 0"] == 1.0

@@ -93,8 +93,9 @@ class Claim(Result):
         if below is not None:
             parts.append(f"< {below:g}")
             ok = ok and value < below
-        verdict = "inconclusive" if not math.isfinite(value) else (
-            "holds" if ok else "does not hold")
+        verdict = (
+            "inconclusive" if not math.isfinite(value) else ("holds" if ok else "does not hold")
+        )
         return cls(statement, float(value), " and ".join(parts), verdict, dict(measured or {}))
 
 
@@ -180,3 +181,18 @@ def listening(listener: Listener) -> Iterator[None]:
         yield
     finally:
         _listeners.remove(listener)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one torch thread, then restore the caller's setting.
+
+    The labs' models are small: on a shared 2-core CPU, torch's thread pool ran them 4-15x
+    slower than one thread (workers waiting on each other).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

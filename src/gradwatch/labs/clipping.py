@@ -23,7 +23,7 @@ from gradwatch.core.bptt import bptt_profile
 from gradwatch.diagnose import clip_threshold
 from gradwatch.fix import AutoClip, ZClip
 from gradwatch.labs import register
-from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table, steps
+from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table, one_thread, steps
 from gradwatch.watch import Watch
 
 __all__ = ["clipping"]
@@ -317,9 +317,7 @@ def clipping(cfg: LabConfig) -> LabResult:
         raise TypeError(f"cfg: expected a LabConfig, got {type(cfg).__name__}")
     s = _sizes(cfg)
     # Small sequential ops: one thread is faster on a shared CPU. Restored on exit.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         net0 = _Net(s.hidden, cfg.generator(1), RHO)
         data_gen = cfg.generator(2)
         batches = [_batch(s, s.batch, data_gen) for _ in range(s.steps)]
@@ -330,8 +328,6 @@ def clipping(cfg: LabConfig) -> LabResult:
             runs = {"none": _train(net0, batches, evalset, "none", LR, watch, unclipped_net)}
         for m in METHODS[1:]:
             runs[m] = _train(net0, batches, evalset, m, LR)
-    finally:
-        torch.set_num_threads(threads)
 
     none = runs["none"]
     claims = [regime, _divergence_claim(none, s.steps)]

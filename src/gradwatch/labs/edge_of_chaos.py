@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from gradwatch.core import meanfield
 from gradwatch.core.jacobian import jacobian_spectrum
 from gradwatch.labs import register
-from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table
+from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table, one_thread
 from gradwatch.labs.base import steps as progress
 from gradwatch.watch import Watch
 
@@ -440,16 +440,12 @@ def edge_of_chaos(cfg: LabConfig) -> LabResult:
     plots: list[Plot] = []
     # Many small ops: on a shared 2-core CPU torch's thread pool runs them several times
     # slower than one thread (workers wait on each other). Restored on exit.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         for section in (_phase_section(s), _gradient_section(s, cfg),
                         _trainability_section(s, cfg), _isometry_section(s, cfg)):
             claims += section[0]
             tables += section[1]
             plots += section[2]
-    finally:
-        torch.set_num_threads(threads)
     setup = {
         "phase diagram": f"tanh, sigma_w in [0.5, 4] ({s.pd_w} points) x sigma_b in [0, 1] "
                          f"({s.pd_b} points), meanfield.phase_diagram",

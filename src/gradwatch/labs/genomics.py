@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from gradwatch.core.bptt import bptt_profile
 from gradwatch.labs import register
-from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table
+from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table, one_thread
 from gradwatch.labs.base import steps as progress
 from gradwatch.watch import Watch
 
@@ -361,12 +361,8 @@ def genomics(cfg: LabConfig) -> LabResult:
         raise TypeError(f"cfg: expected a LabConfig, got {type(cfg).__name__}")
     s = _sizes(cfg)
     # Many small ops: on a shared 2-core CPU one thread is faster. Restored on exit.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _run(cfg, s)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: LabConfig, s: _Sizes) -> LabResult:

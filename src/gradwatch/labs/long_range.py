@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from gradwatch.core.bptt import bptt_profile
 from gradwatch.labs import register
-from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table
+from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table, one_thread
 from gradwatch.labs.base import steps as progress
 
 __all__ = ["long_range"]
@@ -458,13 +458,9 @@ def long_range(cfg: LabConfig) -> LabResult:
         raise TypeError(f"cfg: expected a LabConfig, got {type(cfg).__name__}")
     s = _sizes(cfg)
     # Small recurrent models: one thread beats torch's pool on a shared CPU. Restored on exit.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         a_claims, a_tables, a_plots = _adding_section(s, cfg)
         c_claims, c_tables, c_plots = _contact_section(s, cfg)
-    finally:
-        torch.set_num_threads(threads)
     setup = {
         "models": f"nn.RNN (tanh), nn.LSTM, nn.GRU, hidden {HIDDEN}, one layer, linear readout "
                   f"of the last hidden state, PyTorch default init from the lab's generators",

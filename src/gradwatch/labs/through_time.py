@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from gradwatch.core.bptt import BPTTProfile, bptt_profile
 from gradwatch.diagnose import Finding
 from gradwatch.labs import register
-from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table
+from gradwatch.labs.base import Claim, LabConfig, LabResult, Plot, Series, Table, one_thread
 from gradwatch.labs.base import steps as progress
 from gradwatch.watch import Watch
 
@@ -521,16 +521,12 @@ def through_time(cfg: LabConfig) -> LabResult:
     tables: list[Table] = []
     plots: list[Plot] = []
     # Small recurrent models: one thread beats torch's pool on a shared 2-core CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         for section in sections:
             c, t, p = section()
             claims += c
             tables += t
             plots += p
-    finally:
-        torch.set_num_threads(threads)
     setup = {
         "linear recurrence": f"cell h_t = a h_(t-1) + 0 x_t, a in {list(FACTORS)}, T "
                              f"{LINEAR_T}, batch 2, width 3, h_0 = 1, float64, bptt_profile",
