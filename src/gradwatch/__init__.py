@@ -4,11 +4,13 @@ Example:
     >>> import gradwatch as gw
     >>> str(gw.chain_bound("sigmoid", 30))
     '8.67e-19'
+
+``gw.report("run.jsonl", "report.html")`` writes the HTML report of a saved Watch run.
 """
 
 from __future__ import annotations
 
-from gradwatch import fix
+from gradwatch import fix, report
 from gradwatch.core import meanfield
 from gradwatch.core.adjoint import AdjointResult, adjoint
 from gradwatch.core.bptt import BPTTProfile, bptt_profile
@@ -67,4 +69,5 @@ __all__ = [
     "phase_diagram",
     "probe",
     "qstar",
+    "report",
 ]

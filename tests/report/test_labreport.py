@@ -39,3 +39,22 @@ def test_same_results_same_bytes(tmp_path):
     a = render_labs([_result()], tmp_path / "a").read_bytes()
     b = render_labs([_result()], tmp_path / "b").read_bytes()
     assert a == b
+
+
+def test_the_package_is_callable_as_the_design_sketches(tmp_path):
+    import torch
+    from torch import nn
+
+    import gradwatch as gw
+    import gradwatch.report as report_pkg
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    with gw.Watch(model) as watch:
+        watch.save(tmp_path / "run.jsonl")
+        for _ in range(3):
+            model(torch.randn(8, 4)).square().mean().backward()
+            watch.step()
+    from_file = gw.report(tmp_path / "run.jsonl", tmp_path / "a.html")  # type: ignore[operator]
+    assert from_file.read_text().count("<svg") >= 2
+    live = report_pkg.report_file(watch.history, tmp_path / "b.html")
+    assert live.exists() and report_pkg.render_run is gw.report.render_run
