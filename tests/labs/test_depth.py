@@ -2,11 +2,12 @@ import math
 
 import pytest
 import torch
+from lab_checks import assert_well_formed
 from torch import nn
 
 from gradwatch.core.chain import chain_bound
 from gradwatch.labs import depth as lab
-from gradwatch.labs.base import VERDICTS, LabConfig, LabResult
+from gradwatch.labs.base import LabConfig, LabResult
 
 SMOKE = LabConfig("smoke", seed=3)
 
@@ -19,28 +20,9 @@ def smoke() -> LabResult:
 def test_smoke_mechanics(smoke: LabResult) -> None:
     assert smoke.name == "depth"
     assert len(smoke.claims) >= 19
-    for c in smoke.claims:
-        assert c.verdict in VERDICTS
-        assert math.isfinite(c.value), c.statement
-        assert c.rule
-        assert all(math.isfinite(v) for v in c.measured.values()), c.statement
+    assert_well_formed(smoke)
     ids = [p.id for p in smoke.plots]
-    assert len(set(ids)) == len(ids)
     assert {"profile_init", "accuracy_depth", "init_profiles", "cnn_profiles"} <= set(ids)
-    for p in smoke.plots:
-        assert p.series
-        for s in p.series:
-            assert len(s.x) == len(s.y) > 0
-            assert all(math.isfinite(v) for v in (*s.x, *s.y)), (p.id, s.label)
-            if p.logy:
-                assert all(v > 0 for v in s.y), (p.id, s.label)
-    for t in smoke.tables:
-        assert t.rows and all(len(r) == len(t.columns) for r in t.rows)
-
-
-def test_json_round_trip(smoke: LabResult) -> None:
-    back = LabResult.from_json(smoke.to_json())
-    assert back == smoke
 
 
 def test_deterministic_for_a_seed() -> None:
@@ -78,8 +60,10 @@ def test_profile_matches_autograd_reference() -> None:
     loss = nn.functional.cross_entropy(m(data.x_train[:256].double()), data.y_train[:256])
     lins = [x for x in m.modules() if isinstance(x, nn.Linear)]
     grads = torch.autograd.grad(loss, [p for x in lins for p in (x.weight, x.bias)])
-    ref = [math.hypot(float(grads[2 * i].norm()), float(grads[2 * i + 1].norm()))
-           for i in range(len(lins))]
+    ref = [
+        math.hypot(float(grads[2 * i].norm()), float(grads[2 * i + 1].norm()))
+        for i in range(len(lins))
+    ]
     assert prof.norms == pytest.approx(ref, rel=1e-10)
     assert prof.first_last == pytest.approx(ref[0] / ref[-1], rel=1e-10)
     hidden = ref[1:-1]
@@ -97,9 +81,14 @@ def test_sigmoid_profile_within_chain_bound() -> None:
     assert math.log10(prof.norms[1] / prof.norms[-2]) < bound.log10
 
 
-@pytest.mark.parametrize("scheme,expected", [
-    ("he", math.sqrt(2)), ("xavier", 1.0), ("uniform05", 0.05 / math.sqrt(3) * 8),
-])
+@pytest.mark.parametrize(
+    "scheme,expected",
+    [
+        ("he", math.sqrt(2)),
+        ("xavier", 1.0),
+        ("uniform05", 0.05 / math.sqrt(3) * 8),
+    ],
+)
 def test_init_gains(scheme: str, expected: float) -> None:
     net = lab._Net(4, 64, "relu")
     lab._init(net, scheme, torch.Generator().manual_seed(0))

@@ -39,12 +39,25 @@ def test_config_sizes_and_seeds():
 
 def test_result_round_trip():
     res = LabResult(
-        "x", "X", LabConfig("smoke"), {"width": "32"},
+        "x",
+        "X",
+        LabConfig("smoke"),
+        {"width": "32"},
         (Claim.check("c", 0.5, below=1.0, measured={"a": math.inf}),),
         (Table("t", ("a", "b"), (("1", "2"),)),),
-        (Plot("p", "P", "layer", "|g|", (Series("s", (1.0, 2.0), (1e-20, math.nan)),),
-              logy=True, reference={"bound": 1e-18}),),
-        seconds=1.5)
+        (
+            Plot(
+                "p",
+                "P",
+                "layer",
+                "|g|",
+                (Series("s", (1.0, 2.0), (1e-20, math.nan)),),
+                logy=True,
+                reference={"bound": 1e-18},
+            ),
+        ),
+        seconds=1.5,
+    )
     back = LabResult.from_json(res.to_json())
     assert back.claims == res.claims and back.tables == res.tables
     assert back.plots[0].series[0].y[0] == 1e-20 and math.isnan(back.plots[0].series[0].y[1])
