@@ -18,7 +18,7 @@ $(VENV)/.demo-stamp: $(BIN)/python pyproject.toml constraints.txt
 
 $(VENV)/.test-stamp: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[plot,cli,labs,dev]'
+	$(PIP) -e '.[plot,cli,labs,integrations,dev]'
 	touch $@
 
 demo: $(VENV)/.demo-stamp

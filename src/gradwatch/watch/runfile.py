@@ -10,17 +10,15 @@ import json
 import math
 import os
 import warnings
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import IO, Any, Protocol, runtime_checkable
 
 import torch
 
 from gradwatch.core.bptt import BPTTProfile
-from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
+from gradwatch.watch.history import RecurrentSample, RunHistory
 
-if TYPE_CHECKING:
-    from gradwatch.watch.watch import Watch
-
-__all__ = ["load_run"]
+__all__ = ["JSONLSink", "Sink", "load_run"]
 
 FORMAT, VERSION = "gradwatch-run", 1
 
@@ -38,10 +36,39 @@ def _is_run_file(path: str) -> bool:
     return isinstance(head, dict) and head.get("format") == FORMAT
 
 
-class Sink:
-    """An open run file. Created by ``Watch.save``; rewrites only gradwatch run files."""
+@runtime_checkable
+class Sink(Protocol):
+    """Where a Watch's records go at every flush: the run file, TensorBoard, W&B, CSV.
 
-    def __init__(self, path: str) -> None:
+    ``write`` receives the run's header (layer and activation names, kinds, static layer info,
+    meta), the steps recorded since the last flush with one host row per statistic
+    (``rows[name]`` is (len(steps), layers) for the layer statistics and (len(steps),
+    activations) for the activation ones), and the recurrent samples taken since. Only the
+    writing rank (rank 0 under torch.distributed) calls it.
+    """
+
+    def write(
+        self,
+        header: dict[str, Any],
+        steps: list[int],
+        rows: dict[str, torch.Tensor],
+        samples: Sequence[RecurrentSample],
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JSONLSink:
+    """The run file: a header line, then one JSON record per step (``Watch.save`` opens it).
+
+    Refuses to overwrite a file that is not a gradwatch run file.
+
+    Example:
+        >>> Watch(model, sinks=[JSONLSink("run.jsonl")])        # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        path = os.fspath(path)
         if os.path.isdir(path):
             raise IsADirectoryError(f"path: {path!r} is a directory; give a file name")
         if os.path.exists(path) and os.path.getsize(path) > 0 and not _is_run_file(path):
@@ -50,49 +77,31 @@ class Sink:
             )
         self.path = path
         self.file: IO[str] | None = None
-        self.flushed = 0  # last step written
-        self.samples_written = 0
 
     def write(
-        self, watch: Watch, layers: Tables, acts: Tables, samples: list[RecurrentSample]
+        self,
+        header: dict[str, Any],
+        steps: list[int],
+        rows: dict[str, torch.Tensor],
+        samples: Sequence[RecurrentSample],
     ) -> None:
         if self.file is None:
             self.file = open(self.path, "w", encoding="utf-8")
+            info = {k: [_num(v) for v in t.tolist()] for k, t in header["layer_info"].items()}
             self.file.write(
-                json.dumps(
-                    {
-                        "format": FORMAT,
-                        "version": VERSION,
-                        "layers": list(watch.layer_names),
-                        "layer_kinds": list(watch.layer_kinds),
-                        "activations": [n for n, _, _ in watch._acts],
-                        "activation_kinds": [a.name for _, _, a in watch._acts],
-                        "layer_info": {
-                            k: [_num(v) for v in t.tolist()] for k, t in watch.layer_info.items()
-                        },
-                        "meta": watch.meta,
-                    }
-                )
+                json.dumps({"format": FORMAT, "version": VERSION, **header, "layer_info": info})
                 + "\n"
             )
-        # Rows whose update ratio is still to come wait for the next flush (or close).
-        pending = watch._pending_update
-        upto = pending[0] - 1 if pending is not None and watch.attached else 2**62
-        steps, lt = layers.rows(self.flushed, upto)
-        _, at = acts.rows(self.flushed, upto)
         lines = []
         for r, step in enumerate(steps):
             rec: dict[str, Any] = {"step": step}
-            for table in (lt, at):
-                for name, t in table.items():
-                    rec[name] = [_num(v) for v in t[r].tolist()]
+            for name, t in rows.items():
+                rec[name] = [_num(v) for v in t[r].tolist()]
             lines.append(json.dumps(rec))
-            self.flushed = step
-        for s in samples[self.samples_written :]:
+        for s in samples:
             lines.append(
                 json.dumps({"recurrent": s.module, "step": s.step, "profile": s.profile.to_dict()})
             )
-        self.samples_written = len(samples)
         if lines:
             self.file.write("\n".join(lines) + "\n")
         self.file.flush()

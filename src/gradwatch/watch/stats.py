@@ -15,11 +15,6 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, n: int) -> torch.Te
     return torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, segment, values)
 
 
-def segment_norms(per_tensor: torch.Tensor, segment: torch.Tensor, n: int) -> torch.Tensor:
-    """(P,) per-tensor norms -> (n,) per-segment norms (root of the summed squares)."""
-    return segment_sum(per_tensor.square(), segment, n).sqrt()
-
-
 def nonfinite_counts(tensors: list[torch.Tensor], per_tensor: torch.Tensor) -> torch.Tensor:
     """(P,) number of NaN/Inf entries of each tensor, given its norm (NaN/Inf iff any entry is).
 

@@ -25,7 +25,7 @@ from gradwatch.core.bptt import bptt_profile
 from gradwatch.core.probe import layers_of, qualname, weight_gain
 from gradwatch.watch import runfile
 from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
-from gradwatch.watch.stats import nonfinite_counts, norms, segment_norms, segment_sum
+from gradwatch.watch.stats import nonfinite_counts, norms, segment_sum
 
 __all__ = ["Watch"]
 
@@ -36,6 +36,12 @@ RECURRENT = (nn.RNN, nn.LSTM, nn.GRU)
 ModuleFilter = str | type[nn.Module] | Sequence[str | type[nn.Module]] | None
 
 _attached: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+_DTensor: Any = None  # FSDP2's sharded parameters and gradients
+try:
+    from torch.distributed.tensor import DTensor as _DTensor
+except ImportError:  # pragma: no cover - torch < 2.4 or a build without torch.distributed
+    pass
 
 
 def _selector(modules: ModuleFilter) -> Callable[[str, nn.Module], bool]:
@@ -84,6 +90,12 @@ class Watch:
             called before ``scaler.unscale_`` (norms are then of the unscaled gradient).
         meta: strings to keep with the run (e.g. ``{"gan_discriminator": "disc",
             "gan_loss": "saturating"}`` for the GAN finding).
+        sinks: where records go at every flush besides the history (see :class:`Sink`:
+            ``JSONLSink``, or TensorBoard / W&B / CSV from ``gradwatch.integrations``).
+
+    Under torch.distributed the numbers are global: DDP gradients are read after their
+    all-reduce; FSDP2's sharded (DTensor) gradients and parameters are reduced as sums of
+    squares with one all-reduce per read, never one per parameter. Only rank 0 writes sinks.
 
     Example:
         >>> with Watch(model) as watch:                       # doctest: +SKIP
@@ -111,6 +123,7 @@ class Watch:
         recurrent_every: int = 100,
         scaler: Any = None,
         meta: dict[str, str] | None = None,
+        sinks: Sequence[runfile.Sink] = (),
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -182,7 +195,13 @@ class Watch:
         self._captures: dict[int, dict[str, tuple[nn.Module, torch.Tensor]]] = {}
         self._pending_profiles: list[tuple[str, int, nn.Module, torch.Tensor]] = []
         self._samples: list[RecurrentSample] = []
-        self._sink: runfile.Sink | None = None
+        self._group = _shard_group(self._params)  # FSDP2: where local shards are summed
+        self._sinks: list[runfile.Sink] = []
+        self._file: runfile.JSONLSink | None = None  # the one save() opened
+        self._flushed = 0  # last step handed to the sinks
+        self._samples_flushed = 0
+        for sink in sinks:
+            self.add_sink(sink)
         self._warned_no_grad = False
         self.attached = False
 
@@ -229,9 +248,9 @@ class Watch:
         if model is not None:
             _attached.discard(model)
         self.attached = False
-        if self._sink is not None:
-            self.flush()
-            self._sink.close()
+        self.flush()
+        for sink in self._sinks:
+            sink.close()
 
     def _remove_hooks(self) -> None:
         _remove_all(self._handles)
@@ -287,17 +306,21 @@ class Watch:
         detail = self._detailed()
         grads = [self._grad(i) for i in present]
         seg, absent = self._segment(present)
-        g = norms(grads, self._dtype)  # (P,) one fused read of the gradients
+        g = norms(grads, self._dtype)  # (P,) one fused read of the (local) gradients
+        sums = [segment_sum(g.square(), seg, L), segment_sum(nonfinite_counts(grads, g), seg, L)]
+        if detail:
+            params = [_local(self._params[i].detach()) for i in present]
+            sums.append(segment_sum(norms(params, self._dtype).square(), seg, L))
+        sums = self._reduce(sums)
         nan = self._nan
         row = {
-            "grad_norm": torch.where(absent, nan, segment_norms(g, seg, L)),
+            "grad_norm": torch.where(absent, nan, sums[0].sqrt()),
             "param_norm": nan,
             "update_ratio": nan,
-            "nonfinite": torch.where(absent, nan, segment_sum(nonfinite_counts(grads, g), seg, L)),
+            "nonfinite": torch.where(absent, nan, sums[1]),
         }
         if detail:
-            params = [self._params[i].detach() for i in present]
-            row["param_norm"] = segment_norms(norms(params, self._dtype), seg, L)
+            row["param_norm"] = sums[2].sqrt()
             self._keep_for_update(step, present, params, row["param_norm"])
         self._layer_tables.write(step, row)
         # Activation rows have width 0 when no activation module is watched.
@@ -305,15 +328,15 @@ class Watch:
         self._take_captures(step)
         self._step = step
         # Flush before the ring overwrites rows the file has not seen (one sync per half ring).
-        if self._sink is not None and (
-            self._layer_tables.unflushed(self._sink.flushed) >= self._layer_tables.recent // 2
+        if self._sinks and (
+            self._layer_tables.unflushed(self._flushed) >= self._layer_tables.recent // 2
         ):
             self.flush()
 
     def _grad(self, i: int) -> torch.Tensor:
         g = self._params[i].grad
         assert g is not None
-        g = g.detach()
+        g = _local(g.detach())
         if g.is_sparse:
             g = g.coalesce().values()
         scale = getattr(self._scaler, "_scale", None)
@@ -336,7 +359,7 @@ class Watch:
     ) -> None:
         """Copy the weights into buffers kept across steps (no allocation after the first)."""
         if self._buffers is None:
-            self._buffers = [torch.empty_like(p.detach()) for p in self._params]
+            self._buffers = [torch.empty_like(_local(p.detach())) for p in self._params]
         torch._foreach_copy_([self._buffers[i] for i in present], params)
         self._pending_update = (step, present, pnorm)
 
@@ -345,12 +368,13 @@ class Watch:
         if self._pending_update is None or self._buffers is None:
             return
         step, present, before = self._pending_update
-        now = [self._params[i].detach() for i in present]
+        now = [_local(self._params[i].detach()) for i in present]
         then = [self._buffers[i] for i in present]
         torch._foreach_sub_(then, now)  # the buffers now hold W_then - W_now
         seg, _ = self._segment(present)
-        delta = segment_norms(norms(then, self._dtype), seg, len(self.layer_names))
-        self._layer_tables.update(step, "update_ratio", delta / before)
+        sq = segment_sum(norms(then, self._dtype).square(), seg, len(self.layer_names))
+        (sq,) = self._reduce([sq])
+        self._layer_tables.update(step, "update_ratio", sq.sqrt() / before)
         self._pending_update = None
 
     def _activation_row(self) -> dict[str, torch.Tensor]:
@@ -451,19 +475,114 @@ class Watch:
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Append this run to a JSON Lines file, now and at every later flush and on close."""
-        if self._sink is None or self._sink.path != os.fspath(path):
-            if self._sink is not None:
-                self._sink.close()
-            self._sink = runfile.Sink(os.fspath(path))
+        """Write this run to a JSON Lines file, now and at every later flush and on close.
+
+        Calling it again with another path moves the run file there (from the rows kept).
+        """
+        path = os.fspath(path)
+        if self._file is not None and self._file.path == path:
+            self.flush()
+            return
+        new = runfile.JSONLSink(path)
+        if self._file is not None:
+            self._file.close()
+            self._sinks.remove(self._file)
+        self._file = new
+        self.add_sink(new)
         self.flush()
 
+    def add_sink(self, sink: runfile.Sink) -> None:
+        """Send records to ``sink`` at every flush, starting with the rows already kept.
+
+        On ranks other than 0 of a torch.distributed run the sink is closed and ignored.
+        """
+        if not isinstance(sink, runfile.Sink):
+            raise TypeError(
+                "sink: expected an object with write(header, steps, rows, samples) and "
+                f"close(), got {type(sink).__name__}"
+            )
+        if not _writer():
+            sink.close()
+            return
+        self._sinks.append(sink)
+        if self._flushed:  # catch up with what the other sinks already have
+            self._run_profiles()
+            steps, rows = self._rows(0, self._flushed)
+            sink.write(self._header(), steps, rows, self._samples[: self._samples_flushed])
+
     def flush(self) -> None:
-        """Write the recorded steps not yet in the run file (one host sync)."""
-        if self._sink is None:
+        """Hand the recorded steps not yet written to every sink (one host sync)."""
+        if not self._sinks:
             return
         self._run_profiles()
-        self._sink.write(self, self._layer_tables, self._act_tables, self._samples)
+        # Rows whose update ratio is still to come wait for the next flush (or close).
+        pending = self._pending_update
+        upto = pending[0] - 1 if pending is not None and self.attached else 2**62
+        steps, rows = self._rows(self._flushed, upto)
+        samples = self._samples[self._samples_flushed :]
+        header = self._header()
+        for sink in self._sinks:
+            sink.write(header, steps, rows, samples)
+        if steps:
+            self._flushed = steps[-1]
+        self._samples_flushed = len(self._samples)
+
+    def _rows(self, after: int, upto: int) -> tuple[list[int], dict[str, torch.Tensor]]:
+        steps, rows = self._layer_tables.rows(after, upto)
+        _, acts = self._act_tables.rows(after, upto)
+        return steps, {**rows, **acts}
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "layers": list(self.layer_names),
+            "layer_kinds": list(self.layer_kinds),
+            "activations": [n for n, _, _ in self._acts],
+            "activation_kinds": [a.name for _, _, a in self._acts],
+            "layer_info": self.layer_info,
+            "meta": self.meta,
+        }
+
+    # ---------------------------------------------------------------- distributed
+    def _reduce(self, sums: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Sum per-layer partial sums over the shards: one all-reduce for all of them."""
+        if self._group is None:
+            return sums
+        flat = torch.cat(sums)
+        torch.distributed.all_reduce(flat, group=self._group)
+        return list(flat.split([len(t) for t in sums]))
+
+
+def _writer() -> bool:
+    """Whether this process writes files: always, except on ranks > 0 of a distributed run."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (FSDP2); any other tensor as it is."""
+    return t.to_local() if _DTensor is not None and isinstance(t, _DTensor) else t
+
+
+def _shard_group(params: list[nn.Parameter]) -> Any:
+    """The process group over which FSDP2's parameters are sharded (None: not sharded).
+
+    Parameters replicated across a mesh dimension (HSDP) need no sum over it; only the
+    sharded dimension's group is reduced.
+    """
+    if _DTensor is None:
+        return None
+    groups = set()
+    for p in params:
+        if isinstance(p, _DTensor):
+            for dim, placement in enumerate(p.placements):
+                if placement.is_shard():
+                    groups.add(p.device_mesh.get_group(dim))
+    if len(groups) > 1:
+        raise ValueError(
+            "model: parameters are sharded over more than one mesh dimension; the Watch "
+            "reduces over one (FSDP2 / HSDP)"
+        )
+    return groups.pop() if groups else None
 
 
 def _layer_info(layers: list[tuple[str, nn.Module, list[nn.Parameter]]]) -> dict[str, torch.Tensor]:
