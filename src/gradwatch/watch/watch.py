@@ -93,7 +93,10 @@ class Watch:
         sinks: where records go at every flush besides the history (see :class:`Sink`:
             ``JSONLSink``, or TensorBoard / W&B / CSV from ``gradwatch.integrations``).
 
-    Under torch.distributed the numbers are global: DDP gradients are read after their
+    Under ``torch.compile`` the forward hooks step aside inside compiled graphs (no graph
+    breaks, no recompilations): gradient, parameter and update statistics are complete, the
+    activation statistics and gradient-through-time samples of compiled modules are not
+    recorded. Under torch.distributed the numbers are global: DDP gradients are read after their
     all-reduce; FSDP2's sharded (DTensor) gradients and parameters are reduced as sums of
     squares with one all-reduce per read, never one per parameter. Only rank 0 writes sinks.
 
@@ -127,6 +130,8 @@ class Watch:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        # torch.compile's wrapper: hooks and names belong to the module it compiled.
+        model = getattr(model, "_orig_mod", model)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
                 f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__}"
@@ -624,6 +629,8 @@ def _remove_all(handles: list[RemovableHandle]) -> None:
 
 def _act_hook(me: weakref.ref[Watch], i: int) -> Callable[..., None]:
     def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        if torch.compiler.is_compiling():
+            return  # inside a torch.compile graph: step aside (no graph break, no guards)
         w = me()
         if w is None or not w._detailed() or not args or not isinstance(out, torch.Tensor):
             return
@@ -636,6 +643,8 @@ def _act_hook(me: weakref.ref[Watch], i: int) -> Callable[..., None]:
 
 def _rnn_hook(me: weakref.ref[Watch], name: str) -> Callable[..., None]:
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if torch.compiler.is_compiling():
+            return
         w = me()
         if w is not None:
             w._capture(name, module, args, kwargs)
