@@ -199,10 +199,6 @@ class Tables:
         if step in self.lview_steps:
             self.lview[name][self.lview_steps.index(step)].copy_(values, non_blocking=True)
 
-    def unflushed(self, after: int) -> int:
-        """How many ring rows hold steps later than ``after``."""
-        return sum(s > after for s in self.ring_steps)
-
     def rows(self, after: int, upto: int) -> tuple[list[int], dict[str, torch.Tensor]]:
         """Ring rows with after < step <= upto, in step order (host copies; one sync)."""
         slots = sorted((s, i) for i, s in enumerate(self.ring_steps) if after < s <= upto)

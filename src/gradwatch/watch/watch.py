@@ -25,7 +25,7 @@ from gradwatch.core.bptt import bptt_profile
 from gradwatch.core.probe import layers_of, qualname, weight_gain
 from gradwatch.watch import runfile
 from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
-from gradwatch.watch.stats import nonfinite_counts, norms, segment_sum
+from gradwatch.watch.stats import nonfinite_counts, segment_sum, squared_norms
 
 __all__ = ["Watch"]
 
@@ -204,6 +204,8 @@ class Watch:
         self._sinks: list[runfile.Sink] = []
         self._file: runfile.JSONLSink | None = None  # the one save() opened
         self._flushed = 0  # last step handed to the sinks
+        self._rows_at_flush = 0  # rows written to the ring by then
+        self._half_ring = max(1, history // 2)
         self._samples_flushed = 0
         for sink in sinks:
             self.add_sink(sink)
@@ -289,6 +291,7 @@ class Watch:
         self._finish_update()
         self._record()
 
+    @torch.no_grad()
     def _record(self) -> None:
         step = self._step + 1
         if not self._recording():
@@ -309,13 +312,15 @@ class Watch:
             return
         L = len(self.layer_names)
         detail = self._detailed()
-        grads = [self._grad(i) for i in present]
+        grads, scale = self._grads(present)
         seg, absent = self._segment(present)
-        g = norms(grads, self._dtype)  # (P,) one fused read of the (local) gradients
-        sums = [segment_sum(g.square(), seg, L), segment_sum(nonfinite_counts(grads, g), seg, L)]
+        g = squared_norms(grads, self._dtype)  # (P,) one read of the (local) gradients
+        if scale is not None:
+            g = g / scale.square()
+        sums = [segment_sum(g, seg, L), segment_sum(nonfinite_counts(grads, g), seg, L)]
         if detail:
             params = [_local(self._params[i].detach()) for i in present]
-            sums.append(segment_sum(norms(params, self._dtype).square(), seg, L))
+            sums.append(segment_sum(squared_norms(params, self._dtype), seg, L))
         sums = self._reduce(sums)
         nan = self._nan
         row = {
@@ -333,21 +338,21 @@ class Watch:
         self._take_captures(step)
         self._step = step
         # Flush before the ring overwrites rows the file has not seen (one sync per half ring).
-        if self._sinks and (
-            self._layer_tables.unflushed(self._flushed) >= self._layer_tables.recent // 2
-        ):
+        if self._sinks and self._layer_tables.n_rows - self._rows_at_flush >= self._half_ring:
             self.flush()
 
-    def _grad(self, i: int) -> torch.Tensor:
-        g = self._params[i].grad
-        assert g is not None
-        g = _local(g.detach())
-        if g.is_sparse:
-            g = g.coalesce().values()
+    def _grads(self, present: list[int]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The present gradients as read (local shards, dense values of sparse ones) and the
+        GradScaler's scale still in them (None when unscaled): norms are divided, not the
+        gradients (no copy)."""
+        grads: list[torch.Tensor] = [self._params[i].grad for i in present]  # type: ignore[misc]
+        if self._group is not None:
+            grads = [_local(g) for g in grads]
+        grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
         scale = getattr(self._scaler, "_scale", None)
-        if scale is not None and not _already_unscaled(self._scaler):
-            g = g / scale.to(g.dtype)  # a device tensor: no sync
-        return g
+        if scale is None or _already_unscaled(self._scaler):
+            return grads, None
+        return grads, scale.to(self._dtype)  # a device tensor: no sync
 
     def _segment(self, present: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Device (segment ids, absent-layer mask) for this set of present grads, cached."""
@@ -377,7 +382,7 @@ class Watch:
         then = [self._buffers[i] for i in present]
         torch._foreach_sub_(then, now)  # the buffers now hold W_then - W_now
         seg, _ = self._segment(present)
-        sq = segment_sum(norms(then, self._dtype).square(), seg, len(self.layer_names))
+        sq = segment_sum(squared_norms(then, self._dtype), seg, len(self.layer_names))
         (sq,) = self._reduce([sq])
         self._layer_tables.update(step, "update_ratio", sq.sqrt() / before)
         self._pending_update = None
@@ -530,6 +535,7 @@ class Watch:
             sink.write(header, steps, rows, samples)
         if steps:
             self._flushed = steps[-1]
+        self._rows_at_flush = self._layer_tables.n_rows
         self._samples_flushed = len(self._samples)
 
     def _rows(self, after: int, upto: int) -> tuple[list[int], dict[str, torch.Tensor]]:
