@@ -37,7 +37,19 @@ __all__ = [
 LabFn = Callable[[LabConfig], LabResult]
 REGISTRY: dict[str, LabFn] = {}
 # Imported on first use; each registers itself. Order = the order `gradwatch labs` runs them.
-_MODULES = ("depth", "edge_of_chaos", "through_time", "long_range", "clipping", "genomics")
+_MODULES = (
+    "depth",
+    "edge_of_chaos",
+    "through_time",
+    "long_range",
+    "clipping",
+    "genomics",
+    "gan",
+    "chaos",
+    "control",
+    "topology",
+    "saliency",
+)
 
 
 def register(name: str) -> Callable[[LabFn], LabFn]:

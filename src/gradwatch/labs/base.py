@@ -185,14 +185,22 @@ def listening(listener: Listener) -> Iterator[None]:
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Run the block on one torch thread, then restore the caller's setting.
+    """Run the block on one torch thread and one numpy/scipy BLAS thread, then restore the
+    caller's settings (BLAS through threadpoolctl, when installed).
 
     The labs' models are small: on a shared 2-core CPU, torch's thread pool ran them 4-15x
-    slower than one thread (workers waiting on each other).
+    slower than one thread (workers waiting on each other), LAPACK's banded Cholesky 10-25x.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with contextlib.ExitStack() as stack:
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:
+                pass
+            else:
+                stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+            yield
     finally:
         torch.set_num_threads(threads)

@@ -176,7 +176,7 @@ def _toy(gen: torch.Generator, n: int, x0: float = X0) -> _ToyRun:
     x[0, 0] = x0
     base = torch.zeros_like(x)
     net = _Toy(c)
-    sal = attr.Saliency(net).attribute(x, abs=True)  # (1, D)
+    sal = attr.Saliency(net).attribute(x.clone().requires_grad_(True), abs=True)  # (1, D)
     ig = attr.IntegratedGradients(net).attribute(x, baselines=base, n_steps=n, method=METHOD)
     trap = attr.IntegratedGradients(net).attribute(
         x, baselines=base, n_steps=n, method="riemann_trapezoid")
@@ -200,9 +200,13 @@ def _floats(t: torch.Tensor) -> tuple[float, ...]:
     return tuple(float(v) for v in t.detach().reshape(-1))
 
 
+def _t(v: tuple[float, ...]) -> torch.Tensor:
+    return torch.tensor(v, dtype=_F64)
+
+
 def _toy_claims(run: _ToyRun) -> list[Claim]:
-    sal_share = _shares(torch.tensor(run.saliency))  # (D,)
-    ig_share = _shares(torch.tensor(run.ig))  # (D,)
+    sal_share = _shares(_t(run.saliency))  # (D,)
+    ig_share = _shares(_t(run.ig))  # (D,)
     completeness = abs(sum(run.ig) - run.delta_f) / abs(run.delta_f)
     setting = (f"f(x) = {W_OUT:g} sigmoid({GAIN:g} x_0) + sum_i c_i x_i at x_0 = {run.x[0]:g}, "
                "zero baseline")
@@ -236,15 +240,15 @@ def _toy_claims(run: _ToyRun) -> list[Claim]:
             f"Captum's IntegratedGradients ({METHOD}) equals IG computed directly with the same "
             f"nodes (max |difference| / max |IG|, below {AGREE:g}: Captum rounds the quadrature "
             "weights to float32)",
-            _rel_diff(torch.tensor(run.ig), torch.tensor(run.ig_direct)), below=AGREE,
+            _rel_diff(_t(run.ig), _t(run.ig_direct)), below=AGREE,
             measured={"max |Captum - direct|": float(
-                (torch.tensor(run.ig) - torch.tensor(run.ig_direct)).abs().max())}),
+                (_t(run.ig) - _t(run.ig_direct)).abs().max())}),
         Claim.check(
             f"Captum's Saliency equals |torch.autograd.grad| (max |difference| / max |grad|, "
             f"below {EXACT:g})",
-            _rel_diff(torch.tensor(run.saliency), torch.tensor(run.saliency_direct)), below=EXACT,
+            _rel_diff(_t(run.saliency), _t(run.saliency_direct)), below=EXACT,
             measured={"max |Captum - autograd|": float(
-                (torch.tensor(run.saliency) - torch.tensor(run.saliency_direct)).abs().max())}),
+                (_t(run.saliency) - _t(run.saliency_direct)).abs().max())}),
     ]
 
 
@@ -286,8 +290,8 @@ def _digits(gen: torch.Generator, n_train: int) -> tuple[torch.Tensor, ...]:
     return (x[train] - mu) / sd, y[train], (x[test] - mu) / sd, y[test]
 
 
-def _train(s: _Sizes, cfg: LabConfig) -> tuple[_Mlp, torch.Tensor, torch.Tensor, float]:
-    """Adam on cross-entropy; returns the net, test images and labels, and test accuracy."""
+def _train(s: _Sizes, cfg: LabConfig) -> tuple[_Mlp, torch.Tensor, float]:
+    """Adam on cross-entropy; returns the net, the test images and the test accuracy."""
     x, y, xt, yt = _digits(cfg.generator(1), s.n_train)
     net = _Mlp(s.hidden, cfg.generator(2))
     opt = torch.optim.Adam(net.parameters(), lr=LR)
@@ -301,7 +305,7 @@ def _train(s: _Sizes, cfg: LabConfig) -> tuple[_Mlp, torch.Tensor, torch.Tensor,
             opt.step()
     with torch.no_grad():
         acc = float((net(xt).argmax(1) == yt).float().mean())
-    return net, xt, yt, acc
+    return net, xt, acc
 
 
 @dataclass(frozen=True)
@@ -445,7 +449,7 @@ def saliency(cfg: LabConfig) -> LabResult:
     s = _sizes(cfg)
     with one_thread():
         toy = _toy(cfg.generator(0), s.ig_steps)
-        net, xt, yt, acc = _train(s, cfg)
+        net, xt, acc = _train(s, cfg)
         digits = _attribute(net, xt[: s.n_attr], s.ig_steps)
 
     claims = [*_toy_claims(toy), *_digits_claims(digits, acc)]
@@ -476,7 +480,7 @@ def saliency(cfg: LabConfig) -> LabResult:
 
 
 def _toy_table(run: _ToyRun) -> Table:
-    sal, ig = _shares(torch.tensor(run.saliency)), _shares(torch.tensor(run.ig))
+    sal, ig = _shares(_t(run.saliency)), _shares(_t(run.ig))
     rows = tuple(
         (f"x_{i}", f"{run.x[i]:.4g}", f"{run.c[i]:.4g}" if i else f"{GAIN:g} into sigmoid",
          f"{run.saliency[i]:.4g}", f"{run.saliency_direct[i]:.4g}", f"{float(sal[i]):.4f}",
@@ -495,10 +499,12 @@ def _quadrature_table(run: _ToyRun, n: int) -> Table:
                         ("Captum riemann_trapezoid", run.trapezoid_captum),
                         ("direct composite trapezoid", run.trapezoid_direct)):
         err = abs(total - run.delta_f) / abs(run.delta_f)
-        rows.append((name, str(n), f"{total:.9g}", f"{run.delta_f:.9g}", f"{err:.3g}"))
+        rows.append((name, str(n), f"{total:.9g}", f"{run.delta_f:.9g}",
+                     f"{total / run.delta_f:.6f}", f"{err:.3g}"))
     return Table("Toy: IG completeness by quadrature rule (Captum's riemann_trapezoid weights "
                  "sum to 1 - 1/n)",
-                 ("rule", "nodes", "sum of IG", "f(x) - f(0)", "completeness error"), tuple(rows))
+                 ("rule", "nodes", "sum of IG", "f(x) - f(0)", "sum / (f(x) - f(0))",
+                  "completeness error"), tuple(rows))
 
 
 def _digits_table(run: _DigitsRun, acc: float) -> Table:
@@ -522,7 +528,7 @@ def _digits_table(run: _DigitsRun, acc: float) -> Table:
 
 def _plots(toy: _ToyRun, digits: _DigitsRun) -> tuple[Plot, ...]:
     idx = tuple(float(i) for i in range(len(toy.x)))
-    sal, ig = _floats(_shares(torch.tensor(toy.saliency))), _floats(_shares(torch.tensor(toy.ig)))
+    sal, ig = _floats(_shares(_t(toy.saliency))), _floats(_shares(_t(toy.ig)))
     line = tuple(i / 10 for i in range(11))
     return (
         Plot("toy_attribution", "Toy: share of attribution per feature (x_0 saturates the unit)",
@@ -530,7 +536,7 @@ def _plots(toy: _ToyRun, digits: _DigitsRun) -> tuple[Plot, ...]:
              (Series("gradient saliency |df/dx_i|", idx, sal), Series("Integrated Gradients", idx,
                                                                        ig)),
              logy=all(v > 0 for v in (*sal, *ig)), kind="scatter",
-             reference={f"{BLIND:g} (blind)": BLIND}),
+             reference={f"{BLIND:g}: the \"almost nothing\" cut for x_0's saliency": BLIND}),
         Plot("digits_shares", "Digits MLP: saturated hidden units' share, per test image",
              "saturated units' share of IG", "saturated units' share of saliency",
              (Series("test image", digits.ig_share, digits.sal_share),
