@@ -7,6 +7,7 @@ import torch
 from lab_checks import assert_well_formed
 
 from gradwatch.diagnose import diagnose
+from gradwatch.diagnose.gan import generator_ratio
 from gradwatch.labs import gan as lab
 from gradwatch.labs.base import LabConfig, LabResult
 
@@ -140,7 +141,7 @@ def test_saturating_finding_fires_and_non_saturating_is_not_starved(frozen) -> N
     hits = [f for f in diagnose(sat) if f.kind == "gan_saturation"]
     assert len(hits) == 1 and all(not n.startswith("disc") for n in hits[0].layers)
     # the lab's statistic is the rule's own number
-    assert hits[0].evidence["generator_ratio"] == pytest.approx(lab._generator_ratio(sat),
+    assert hits[0].evidence["generator_ratio"] == pytest.approx(generator_ratio(sat),
                                                                 rel=1e-12)
     assert not [f for f in diagnose(ns) if f.kind == "gan_saturation"]
     fires, silent, _ = lab._watch_claims(sat, ns)
