@@ -307,3 +307,51 @@ def test_bad_arguments_name_the_argument():
     for make, err, name in cases:
         with pytest.raises(err, match=name):
             make()
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: AutoClip(percentile=25.0, history=8), lambda: ZClip(warmup=4)]
+)
+def test_a_checkpointed_clipper_resumes_exactly(make) -> None:
+    """Stopped after 10 steps and restored into a new object, the clipper scales the next
+    10 steps' gradients exactly as the uninterrupted one does."""
+    torch.manual_seed(0)
+    grads = [torch.randn(5) * (1 + 5 * (i % 3 == 0)) for i in range(20)]
+    grads[11] *= 50  # a spike right after the restart: clipped only with the saved state
+
+    def same(xs, ys) -> bool:
+        return all(torch.equal(a, b) for a, b in zip(xs, ys, strict=True))
+
+    def run(clip, gs):
+        out = []
+        for g in gs:
+            p = torch.nn.Parameter(torch.zeros(5))
+            p.grad = g.clone()
+            clip([p])
+            out.append(p.grad)
+        return out
+
+    straight = make()
+    expected = run(straight, grads)
+    fresh = run(make(), grads[10:])  # without the state the clipping differs
+    assert not same(fresh, expected[10:])
+    first = make()
+    run(first, grads[:10])
+    state = first.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert same(run(resumed, grads[10:]), expected[10:])
+    run(first, grads[10:])  # the saved state is a copy: using the original leaves it intact
+    again = make()
+    again.load_state_dict(state)
+    assert same(run(again, grads[10:]), expected[10:])
+
+
+def test_load_state_dict_refuses_other_settings() -> None:
+    state = AutoClip(history=8).state_dict()
+    with pytest.raises(ValueError, match="size=8"):
+        AutoClip(history=16).load_state_dict(state)
+    with pytest.raises(ValueError, match="missing"):
+        ZClip().load_state_dict(state)
+    with pytest.raises(TypeError, match="state"):
+        ZClip().load_state_dict([1, 2])

@@ -93,7 +93,41 @@ def _clip_factor(norm: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(norm), coef, torch.ones_like(coef))
 
 
-class AutoClip:
+class _Checkpointable:
+    """state_dict / load_state_dict for a clipper whose state is a few device tensors."""
+
+    _TENSORS: tuple[str, ...] = ()  # attributes holding the running state (None before use)
+    _CONFIG: tuple[str, ...] = ()  # settings the state's shape depends on
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running state (tensor copies) and the settings it belongs to, for a checkpoint."""
+        state: dict[str, Any] = {k: getattr(self, k) for k in self._CONFIG}
+        for k in self._TENSORS:
+            t = getattr(self, k)
+            state[k] = None if t is None else t.detach().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; refuses a state of other settings."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state: expected a dict from state_dict(), got {type(state).__name__}")
+        missing = [k for k in (*self._CONFIG, *self._TENSORS) if k not in state]
+        if missing:
+            raise ValueError(f"state: missing {', '.join(missing)}; expected a state_dict()")
+        for k in self._CONFIG:
+            if state[k] != getattr(self, k):
+                raise ValueError(
+                    f"state: saved with {k}={state[k]!r}, this {type(self).__name__} has "
+                    f"{k}={getattr(self, k)!r}"
+                )
+        for k in self._TENSORS:
+            t = state[k]
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise TypeError(f"state: {k} must be a tensor or None, got {type(t).__name__}")
+            setattr(self, k, None if t is None else t.detach().clone())
+
+
+class AutoClip(_Checkpointable):
     """Clip the total gradient norm to a percentile of the norms seen so far.
 
     Each call computes the total gradient norm g_t, appends it to the history (a preallocated
@@ -119,10 +153,14 @@ class AutoClip:
         >>> norm = clip(net)           # before optimizer.step(); no host sync
         >>> clip.threshold == clip.history[0].item()   # one norm seen: it is its own percentile
         True
+        >>> resumed = AutoClip(percentile=10.0); resumed.load_state_dict(clip.state_dict())
 
     Paper: Seetharaman, Wichern, Pardo & Le Roux 2020, "AutoClip: Adaptive gradient clipping
     for source separation networks".
     """
+
+    _TENSORS = ("_norms", "_count")
+    _CONFIG = ("percentile", "size")
 
     def __init__(self, percentile: float = 10.0, history: int = 1000) -> None:
         p = _checks.number("percentile", percentile)
@@ -194,7 +232,7 @@ def _percentile(buf: torch.Tensor, n: torch.Tensor, q: float) -> torch.Tensor:
     return torch.where(n > 0, level, math.inf)
 
 
-class ZClip:
+class ZClip(_Checkpointable):
     """Clip gradient-norm spikes detected by a z-score against EMA statistics.
 
     With g_t the total gradient norm, mu and s^2 the EMA mean and variance:
@@ -238,6 +276,9 @@ class ZClip:
     Pre-Training" (arXiv 2504.02507); update rules as in its reference code
     (github.com/bluorion-com/ZClip).
     """
+
+    _TENSORS = ("_buf", "_stats", "_count")
+    _CONFIG = ("alpha", "z_threshold", "warmup", "mode", "eps")
 
     def __init__(
         self,
