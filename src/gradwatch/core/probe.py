@@ -129,7 +129,8 @@ def weight_gain(module: nn.Module) -> tuple[float, float] | None:
     if not isinstance(w, torch.Tensor) or w.ndim < 2 or not w.numel():
         return None
     fan_in = w[0].numel()  # (out, in, *kernel): the inputs of one output unit
-    return float(fan_in), float((w.detach().double().square().mean() * fan_in).sqrt())
+    w = w.detach().abs() if w.is_complex() else w.detach()  # complex: mean |W|^2
+    return float(fan_in), float((w.double().square().mean() * fan_in).sqrt())
 
 
 def layers_of(model: nn.Module) -> list[tuple[str, nn.Module, list[nn.Parameter]]]:

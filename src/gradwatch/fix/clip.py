@@ -60,7 +60,9 @@ def _params(parameters: Any) -> list[torch.Tensor]:
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    # float64 sums of squares: a finite float32 gradient above ~1e19 has a square float32
+    # cannot hold; its norm would read inf and the step would never be clipped.
+    return torch.float64
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -72,10 +74,9 @@ def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     out = torch.float64 if any(dt == torch.float64 for _, dt in groups) else torch.float32
     parts = []
     for (_, dt), gs in groups.items():
-        # half-precision norms accumulate and come back in float32 (no fp16 overflow at 65504)
-        norms = torch._foreach_norm(gs, 2, dtype=_acc_dtype(dt))  # len(gs) x ()
-        parts.append(torch.linalg.vector_norm(torch.stack(norms)).to(device, out))
-    return torch.linalg.vector_norm(torch.stack(parts))  # ()
+        norms = torch._foreach_norm(gs, 2, dtype=_acc_dtype(dt))  # len(gs) x (), float64
+        parts.append(torch.linalg.vector_norm(torch.stack(norms)).to(device))
+    return torch.linalg.vector_norm(torch.stack(parts)).to(out)  # ()
 
 
 def _scale_(grads: list[torch.Tensor], coef: torch.Tensor) -> None:

@@ -6,6 +6,7 @@ readable; ``load_run`` warns about the partial tail and reads the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,8 @@ from gradwatch.watch.history import RecurrentSample, RunHistory
 __all__ = ["JSONLSink", "Sink", "load_run"]
 
 FORMAT, VERSION = "gradwatch-run", 1
+_LISTS = ("layers", "layer_kinds", "activations", "activation_kinds")
+_PROFILE_FIELDS = tuple(f.name for f in dataclasses.fields(BPTTProfile))
 
 
 def _num(v: float) -> float | str:
@@ -31,7 +34,7 @@ def _is_run_file(path: str) -> bool:
     try:
         with open(path, "rb") as f:
             head = json.loads(f.readline() or b"null")
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(head, dict) and head.get("format") == FORMAT
 
@@ -142,7 +145,7 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
     lines = text.split("\n")
     try:
         head = json.loads(lines[0])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: "[[[[..." nested deep
         raise ValueError(f"path: {p!r} does not start with a gradwatch run header") from None
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         raise ValueError(f"path: {p!r} is not a gradwatch run file (no '{FORMAT}' header)")
@@ -152,6 +155,8 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
             f"gradwatch reads version {VERSION}"
         )
     try:
+        if not all(isinstance(head[k], list) for k in _LISTS):
+            raise TypeError
         layers = tuple(map(str, head["layers"]))
         layer_kinds = tuple(map(str, head["layer_kinds"]))
         acts = tuple(map(str, head["activations"]))
@@ -173,7 +178,11 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
             continue
         try:
             rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise TypeError
             if "recurrent" in rec:
+                if any(rec["profile"].get(f) is None for f in _PROFILE_FIELDS):
+                    raise KeyError("profile")
                 samples.append(
                     RecurrentSample(
                         str(rec["recurrent"]),
@@ -181,9 +190,11 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
                         BPTTProfile._from_dict(rec["profile"]),
                     )
                 )
-            else:
-                rows[int(rec["step"])] = rec
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            else:  # values converted here, so one bad record is skipped, not fatal
+                rows[int(rec["step"])] = {
+                    k: [float(x) for x in v] for k, v in rec.items() if isinstance(v, list)
+                }
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError, RecursionError):
             bad += 1
             last = i == len(body) - 1 or not any(x.strip() for x in body[i + 1 :])
             if not last:
@@ -203,7 +214,7 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
         for r, s in enumerate(steps):
             vals = rows[s].get(name)
             if isinstance(vals, list) and len(vals) == width:
-                out[r] = torch.tensor([float(v) for v in vals], dtype=torch.float64)
+                out[r] = torch.tensor(vals, dtype=torch.float64)
         return out
 
     from gradwatch.watch.watch import ACTIVATION_STATS, LAYER_STATS

@@ -144,6 +144,11 @@ class Watch:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        if any(p.is_meta for p in model.parameters()):
+            raise ValueError(
+                "model: its parameters are on the meta device (no data yet); materialise them "
+                "first (model.to_empty(device=...) and initialise), then create the Watch"
+            )
         keep = _selector(modules)
         layers = [(n, m, ps) for n, m, ps in layers_of(model) if keep(n, m)]
         if not layers:
@@ -165,6 +170,8 @@ class Watch:
         device = self._params[0].device
         wide = any(p.dtype == torch.float64 for p in self._params)
         self._dtype = torch.float64 if wide else torch.float32
+        # Sums of squares: float64 on the CPU, so finite gradients past ~1e19 keep a finite norm.
+        self._acc = torch.float64 if device.type == "cpu" else self._dtype
         self._acts: list[tuple[str, nn.Module, Activation]] = []
         if activations:
             for n, m in model.named_modules():
@@ -243,8 +250,14 @@ class Watch:
         except BaseException:
             self._remove_hooks()
             raise
+        known = weakref.WeakKeyDictionary({m: qualname(model, n) for n, m in model.named_modules()})
+        for register in (
+            nn.modules.module.register_module_module_registration_hook,
+            nn.modules.module.register_module_parameter_registration_hook,
+        ):
+            self._handles.append(register(_added_hook(known)))
         _attached.add(model)
-        weakref.finalize(self, _remove_all, self._handles)
+        weakref.finalize(self, _release, self._handles, self._model)
         self.attached = True
         return self
 
@@ -314,13 +327,13 @@ class Watch:
         detail = self._detailed()
         grads, scale = self._grads(present)
         seg, absent = self._segment(present)
-        g = squared_norms(grads, self._dtype)  # (P,) one read of the (local) gradients
+        g = squared_norms(grads, self._acc)  # (P,) one read of the (local) gradients
         if scale is not None:
             g = g / scale.square()
         sums = [segment_sum(g, seg, L), segment_sum(nonfinite_counts(grads, g), seg, L)]
         if detail:
             params = [_local(self._params[i].detach()) for i in present]
-            sums.append(segment_sum(squared_norms(params, self._dtype), seg, L))
+            sums.append(segment_sum(squared_norms(params, self._acc), seg, L))
         sums = self._reduce(sums)
         nan = self._nan
         row = {
@@ -352,7 +365,7 @@ class Watch:
         scale = getattr(self._scaler, "_scale", None)
         if scale is None or _already_unscaled(self._scaler):
             return grads, None
-        return grads, scale.to(self._dtype)  # a device tensor: no sync
+        return grads, scale.to(self._acc)  # a device tensor: no sync
 
     def _segment(self, present: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Device (segment ids, absent-layer mask) for this set of present grads, cached."""
@@ -382,7 +395,7 @@ class Watch:
         then = [self._buffers[i] for i in present]
         torch._foreach_sub_(then, now)  # the buffers now hold W_then - W_now
         seg, _ = self._segment(present)
-        sq = segment_sum(squared_norms(then, self._dtype), seg, len(self.layer_names))
+        sq = segment_sum(squared_norms(then, self._acc), seg, len(self.layer_names))
         (sq,) = self._reduce([sq])
         self._layer_tables.update(step, "update_ratio", sq.sqrt() / before)
         self._pending_update = None
@@ -466,7 +479,9 @@ class Watch:
     def _run_profiles(self) -> None:
         for name, s, module, x in self._pending_profiles:
             try:
-                prof = bptt_profile(module, x, lags=())
+                # enable_grad: a flush can run inside optimizer.step(), which is no_grad
+                with torch.enable_grad():
+                    prof = bptt_profile(module, x, lags=())
             except (ValueError, TypeError, RuntimeError) as err:
                 warnings.warn(
                     f"Watch: no gradient-through-time profile for {name!r}: {err}",
@@ -476,6 +491,12 @@ class Watch:
                 continue
             self._samples.append(RecurrentSample(name, s, prof))
         self._pending_profiles.clear()
+        cap = self._layer_tables.long
+        if len(self._samples) > cap:  # bounded like the tables: thin the samples already written
+            done = self._samples_flushed if self._sinks else len(self._samples)
+            kept = self._samples[:done][::2]
+            self._samples = kept + self._samples[done:]
+            self._samples_flushed = len(kept) if self._sinks else 0
 
     def diagnose(self) -> list[Any]:
         """Findings about this run: see :func:`gradwatch.diagnose`."""
@@ -625,6 +646,36 @@ def _already_unscaled(scaler: Any) -> bool:
     return any(
         s.get("stage") is not None and s["stage"].name == "UNSCALED" for s in states.values()
     )
+
+
+def _release(handles: list[RemovableHandle], model: weakref.ref[nn.Module]) -> None:
+    """A Watch collected without close(): its hooks go, and the model is free for a new one."""
+    _remove_all(handles)
+    m = model()
+    if m is not None:
+        _attached.discard(m)
+
+
+def _added_hook(known: weakref.WeakKeyDictionary[nn.Module, str]) -> Callable[..., None]:
+    """Warn when a module or parameter joins the watched model after attach: it is not watched.
+
+    A global registration hook: it costs nothing per step, only when a module registers one.
+    """
+
+    def hook(parent: nn.Module, name: str, value: Any) -> None:
+        where = known.get(parent)
+        if where is None or value is None:
+            return
+        what = "parameter" if isinstance(value, torch.Tensor) else "module"
+        warnings.warn(
+            f"Watch: {what} {name!r} was added to {where!r} after the Watch was attached; it "
+            "is not watched. Create the Watch once the model is complete (or close() it and "
+            "attach a new one).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    return hook
 
 
 def _remove_all(handles: list[RemovableHandle]) -> None:
