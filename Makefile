@@ -37,9 +37,19 @@ lint: $(VENV)/.test-stamp
 test: lint chromium
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.test-stamp
+# Peers for benchmarks/peers.py and core_speed.py. Cockpit's BackPACK would pull a CUDA
+# torchvision that breaks `import lightning.pytorch` next to the CPU torch: no-deps for those.
+$(VENV)/.bench-stamp: $(VENV)/.test-stamp
+	$(PIP) gradviz traintools lyapynov einops json-tricks seaborn pandas
+	$(PIP) --no-deps cockpit-for-pytorch backpack-for-pytorch unfoldNd
+	touch $@
+
+bench: $(VENV)/.bench-stamp
 	$(BIN)/python benchmarks/core_speed.py
 	$(BIN)/python benchmarks/watch_overhead.py
+	$(BIN)/python benchmarks/peers.py
+	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/long_run.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,8 @@
 Run: .venv/bin/python benchmarks/core_speed.py [--rounds 3]
 
 1. lyapunov_spectrum (N=500, k=16, 2000 steps of h <- tanh(W h), g=2, float64) against a plain
-   NumPy QR loop written here as the reference; both given the same W and h0.
+   NumPy QR loop written here as the reference and against the published `lyapynov` package
+   (when installed); all given the same W and h0.
 2. jacobian_spectrum top-16, matrix-free, on a tanh MLP of width 2048 and depth 20 (one
    example, float32) against the dense Jacobian (vmapped vjps) + torch.linalg.svdvals and
    against torch.autograd.functional.jacobian(vectorize=True) + svdvals.
@@ -56,15 +57,32 @@ def lyapunov(rounds: int) -> None:
         res = lyapunov_spectrum(lambda h: torch.tanh(h @ Wt.T), ht, k=K, steps=T, warmup=0)
         out["lambda"] = res.exponents.numpy()
 
-    times = interleaved({"numpy": numpy_loop, "cell": gw_cell, "lambda": gw_lambda},
-                        rounds, warmup=1)
+    variants = {"numpy": numpy_loop, "cell": gw_cell, "lambda": gw_lambda}
+    try:  # a published package, when installed (`make bench` installs it)
+        import lyapynov
+    except ImportError:
+        lyapynov = None
+    if lyapynov is not None:
+
+        def published() -> None:
+            system = lyapynov.DiscreteDS(
+                h0.copy(), 0, lambda h, t: np.tanh(W @ h),
+                lambda h, t: (1 - np.tanh(W @ h) ** 2)[:, None] * W)  # J = diag(phi'(Wh)) W
+            out["lyapynov"] = np.sort(lyapynov.LCE(system, K, 0, T, False))[::-1]
+
+        variants["lyapynov"] = published
+    times = interleaved(variants, rounds, warmup=1)
     ref = median(times["numpy"])
     print(f"\n### lyapunov_spectrum, N={N}, k={K}, {T} steps, float64\n")
     print("| implementation | median time | vs NumPy | lambda_max |")
     print("|---|---|---|---|")
     for key, label in (("numpy", "NumPy QR loop (reference)"),
                        ("cell", "gradwatch, nn.RNNCell step"),
-                       ("lambda", "gradwatch, lambda h: tanh(h @ W.T)")):
+                       ("lambda", "gradwatch, lambda h: tanh(h @ W.T)"),
+                       ("lyapynov", "lyapynov 1.0 `LCE` (published package, NumPy)")):
+        if key not in times:
+            print(f"| {label} | not installed | - | - |")
+            continue
         t = median(times[key])
         print(f"| {label} | {t:.2f} s | {ref / t:.2f}x faster | {out[key][0]:.4f} |")
 
