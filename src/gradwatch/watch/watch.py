@@ -327,13 +327,13 @@ class Watch:
         detail = self._detailed()
         grads, scale = self._grads(present)
         seg, absent = self._segment(present)
-        g = squared_norms(grads, self._acc)  # (P,) one read of the (local) gradients
+        g = squared_norms(grads, self._dtype, self._acc)  # (P,) one read of the (local) gradients
         if scale is not None:
             g = g / scale.square()
         sums = [segment_sum(g, seg, L), segment_sum(nonfinite_counts(grads, g), seg, L)]
         if detail:
             params = [_local(self._params[i].detach()) for i in present]
-            sums.append(segment_sum(squared_norms(params, self._acc), seg, L))
+            sums.append(segment_sum(squared_norms(params, self._dtype, self._acc), seg, L))
         sums = self._reduce(sums)
         nan = self._nan
         row = {
@@ -395,7 +395,7 @@ class Watch:
         then = [self._buffers[i] for i in present]
         torch._foreach_sub_(then, now)  # the buffers now hold W_then - W_now
         seg, _ = self._segment(present)
-        sq = segment_sum(squared_norms(then, self._acc), seg, len(self.layer_names))
+        sq = segment_sum(squared_norms(then, self._dtype, self._acc), seg, len(self.layer_names))
         (sq,) = self._reduce([sq])
         self._layer_tables.update(step, "update_ratio", sq.sqrt() / before)
         self._pending_update = None
