@@ -10,6 +10,7 @@ import copy
 
 import pytest
 import torch
+from tiny_models import TinyLSTM
 from torch import nn
 
 from gradwatch.watch import JSONLSink, Watch, load_run
@@ -52,22 +53,12 @@ class _CNN(nn.Module):
         return self.head(self.conv(x).flatten(1))
 
 
-class _LSTM(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn = nn.LSTM(4, 8, batch_first=True)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(self.rnn(x)[0][:, -1])
-
-
 MODELS = {
     "gru": (_GRU, (8, 10, 4)),
     "transformer": (_Transformer, (8, 6, 16)),
     "mlp": (_mlp, (8, 16)),
     "cnn": (_CNN, (8, 1, 8, 8)),
-    "lstm": (_LSTM, (8, 10, 4)),
+    "lstm": (TinyLSTM, (8, 10, 4)),
 }
 OPTIMIZERS = {
     "sgd": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),

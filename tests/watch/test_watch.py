@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from tiny_models import TinyLSTM
 from torch import nn
 
 from gradwatch.core.probe import layers_of
@@ -116,17 +117,9 @@ class _CNN(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
-class _LSTM(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn = nn.LSTM(4, 8, batch_first=True)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(self.rnn(x)[0][:, -1])
-
-
-@pytest.mark.parametrize("make,shape", [(_mlp, (8, 16)), (_CNN, (8, 1, 8, 8)), (_LSTM, (8, 12, 4))])
+@pytest.mark.parametrize(
+    "make,shape", [(_mlp, (8, 16)), (_CNN, (8, 1, 8, 8)), (TinyLSTM, (8, 12, 4))]
+)
 @pytest.mark.parametrize("opt_cls", [torch.optim.SGD, torch.optim.Adam])
 @pytest.mark.parametrize("mode", ["plain", "accumulate", "bf16", "hooked"])
 def test_training_is_bit_identical_with_and_without_a_watch(make, shape, opt_cls, mode):
@@ -296,7 +289,7 @@ def _hook_free(model, opt=None):
 
 
 def test_no_hook_left_after_success_or_failure():
-    model = _LSTM()
+    model = TinyLSTM()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with Watch(model, optimizer=opt):
         assert any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
@@ -330,7 +323,7 @@ def test_nonfinite_gradients_are_recorded_not_raised():
 
 def test_recurrent_profiles_are_sampled():
     torch.manual_seed(0)
-    model = _LSTM()
+    model = TinyLSTM()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(4, 20, 4), torch.randint(0, 3, (4,))
     with Watch(model, optimizer=opt, recurrent_every=2) as w:
