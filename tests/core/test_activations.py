@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradwatch.core.activations import NAMES, activation, module_activation
+from gradwatch.core.activations import NAMES, activation, dead_share, module_activation
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -34,3 +34,17 @@ def test_bad_activation():
         activation(3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="act"):
         activation(nn.Linear(2, 2))
+
+
+def test_dead_share_is_the_share_of_units_inactive_for_the_whole_batch():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5) - 1.5  # many units negative for all 8 examples
+    x[0, 0, 0, 0] = float("nan")  # a NaN entry makes its unit neither active nor dead
+    relu = activation("relu")
+    reference = (x <= 0).reshape(8, -1).all(dim=0).float().mean()
+    got = dead_share(relu, x)
+    assert got is not None and 0.05 < float(got) < 0.95
+    assert torch.equal(got, reference)
+    empty = dead_share(relu, torch.empty(0, 4))
+    assert empty is not None and torch.isnan(empty)
+    assert dead_share(activation("tanh"), x) is None

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -192,15 +193,12 @@ class Watch:
         self._layer_tables = Tables(LAYER_STATS, L, device, history, history, self._dtype)
         self._act_tables = Tables(ACTIVATION_STATS, A, device, history, history, self._dtype)
         self._segments: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._nan = torch.full((L,), math.nan, dtype=self._dtype, device=device)
-        self._act_nan = {
-            k: torch.full((A,), math.nan, dtype=self._dtype, device=device)
-            for k in ACTIVATION_STATS
-        }
+        self._act_nan = torch.full((len(ACTIVATION_STATS), A), math.nan, dtype=self._dtype,
+                                   device=device)
         self._step = 0
         self._handles: list[RemovableHandle] = []
         # activation index -> ([saturated, dead, mean_abs] sums on device, calls this step)
-        self._staged: dict[int, tuple[list[torch.Tensor], int]] = {}
+        self._staged: dict[int, tuple[list[torch.Tensor | None], int]] = {}
         self._buffers: list[torch.Tensor] | None = None  # weights kept for the update ratio
         # (step, present param indices, param norms then) of the update being measured
         self._pending_update: tuple[int, list[int], torch.Tensor] | None = None
@@ -323,10 +321,10 @@ class Watch:
             self._staged.clear()
             self._step = step
             return
-        L = len(self.layer_names)
         detail = self._detailed()
         grads, scale = self._grads(present)
         seg, absent = self._segment(present)
+        L = len(self.layer_names)
         g = squared_norms(grads, self._dtype, self._acc)  # (P,) one read of the (local) gradients
         if scale is not None:
             g = g / scale.square()
@@ -335,16 +333,9 @@ class Watch:
             params = [_local(self._params[i].detach()) for i in present]
             sums.append(segment_sum(squared_norms(params, self._dtype, self._acc), seg, L))
         sums = self._reduce(sums)
-        nan = self._nan
-        row = {
-            "grad_norm": torch.where(absent, nan, sums[0].sqrt()),
-            "param_norm": nan,
-            "update_ratio": nan,
-            "nonfinite": torch.where(absent, nan, sums[1]),
-        }
+        row = self._layer_row(sums, absent)  # (LAYER_STATS, L)
         if detail:
-            row["param_norm"] = sums[2].sqrt()
-            self._keep_for_update(step, present, params, row["param_norm"])
+            self._keep_for_update(step, present, params, row[1])
         self._layer_tables.write(step, row)
         # Activation rows have width 0 when no activation module is watched.
         self._act_tables.write(step, self._activation_row() if detail else self._act_nan)
@@ -366,6 +357,18 @@ class Watch:
         if scale is None or _already_unscaled(self._scaler):
             return grads, None
         return grads, scale.to(self._acc)  # a device tensor: no sync
+
+    def _layer_row(self, sums: list[torch.Tensor], absent: torch.Tensor) -> torch.Tensor:
+        """(LAYER_STATS, L) row from per-layer sums [grad^2, nonfinite(, param^2)]: NaN where
+        no gradient reached a layer and for what this step did not measure."""
+        host = absent.device.type == "cpu"
+        xp: Any = np if host else torch  # NumPy on the host (see stats.py), torch on devices
+        s: list[Any] = [t.numpy() for t in sums] if host else sums
+        mask = absent.numpy() if host else absent
+        nan = xp.full_like(s[0], math.nan)
+        param = xp.sqrt(s[2]) if len(s) > 2 else nan
+        row = xp.stack([xp.where(mask, nan, xp.sqrt(s[0])), param, nan, xp.where(mask, nan, s[1])])
+        return torch.from_numpy(row) if host else row
 
     def _segment(self, present: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Device (segment ids, absent-layer mask) for this set of present grads, cached."""
@@ -400,33 +403,44 @@ class Watch:
         self._layer_tables.update(step, "update_ratio", sq.sqrt() / before)
         self._pending_update = None
 
-    def _activation_row(self) -> dict[str, torch.Tensor]:
-        A = len(self._acts)
-        dev = self._layer_tables.device
-        out = {
-            k: torch.full((A,), math.nan, dtype=self._dtype, device=dev) for k in ACTIVATION_STATS
-        }
+    def _activation_row(self) -> torch.Tensor:
+        """(ACTIVATION_STATS, A) means of what the forward hooks staged this step: the staged
+        0-d sums go through one stack (NaN where a statistic does not apply)."""
+        out = self._act_nan.clone()
+        if not self._staged:
+            return out
+        at: list[tuple[int, int, int]] = []  # (statistic, activation, calls) of each value
+        vals: list[torch.Tensor] = []
         for i, (sums, n) in self._staged.items():
-            for k, v in zip(ACTIVATION_STATS, sums, strict=True):
-                out[k][i] = v / n
+            for k, v in enumerate(sums):
+                if v is not None:
+                    at.append((k, i, n))
+                    vals.append(v)
         self._staged.clear()
+        ks, cols, calls = (list(c) for c in zip(*at, strict=True))
+        means = torch.stack(vals).to(out.dtype)
+        if out.device.type == "cpu":
+            out.numpy()[ks, cols] = means.numpy() / calls
+        else:
+            out[ks, cols] = means / torch.tensor(calls, dtype=out.dtype, device=out.device)
         return out
 
     def _stage_activation(self, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
         act = self._acts[i][2]
         with torch.no_grad():
-            x = x.detach()
-            sat = saturated_share(act, x)
-            dead = dead_share(act, x) if x.ndim >= 2 else None
-            if dead is None:
-                dead = torch.full((), math.nan, device=x.device)
-            y = y.detach()
-            vals = [sat, dead, y.abs().mean(dtype=torch.promote_types(y.dtype, torch.float32))]
+            x, y = x.detach(), y.detach()
+            vals = [
+                saturated_share(act, x),
+                dead_share(act, x) if x.ndim >= 2 else None,  # None: does not apply (NaN)
+                y.abs().mean(dtype=torch.promote_types(y.dtype, torch.float32)),
+            ]
         prev = self._staged.get(i)
         if prev is None:
             self._staged[i] = (vals, 1)
         else:  # called again in the same step (shared module, accumulation): average
-            self._staged[i] = ([a + b for a, b in zip(prev[0], vals, strict=True)], prev[1] + 1)
+            pairs = zip(prev[0], vals, strict=True)
+            summed = [None if a is None or b is None else a + b for a, b in pairs]
+            self._staged[i] = (summed, prev[1] + 1)
 
     def _capture(
         self, name: str, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
