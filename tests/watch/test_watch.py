@@ -348,3 +348,38 @@ def test_history_is_a_frozen_result_with_a_json_round_trip():
     assert RunHistory.from_json(h.to_json()) == h
     with pytest.raises(KeyError, match="stat: no statistic 'gradnorm'"):
         h["gradnorm"]
+
+
+def test_rows_written_later_keep_what_their_step_read():
+    """Plain steps are measured at step() and turned into rows in batches: the GradScaler's
+    scale of that step, a NaN gradient at that step, and every row are there when read."""
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=256.0, growth_interval=1)  # doubles
+    expected, bad_step = [], 3
+    with Watch(model, scaler=scaler, detail_every=0, history=64) as watch:
+        for step, (x, y) in enumerate(_batches(7), start=1):
+            opt.zero_grad()
+            scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
+            if step == bad_step:
+                model[0].weight.grad[0, 0] = float("nan")
+            scale = scaler.get_scale()
+            expected.append(
+                [torch.cat([p.grad.flatten() for p in ps]).double().norm().item() / scale
+                 for _, _, ps in layers_of(model)]
+            )
+            watch.step()
+            if step != bad_step:
+                scaler.step(opt)
+                scaler.update()  # the scale changes in place after the step was measured
+        assert len(watch._measured) > 0  # some rows still pending here
+        h = watch.history
+    assert h.steps.tolist() == list(range(1, 8))
+    got = h["grad_norm"]
+    want = torch.tensor(expected, dtype=torch.float64)
+    assert torch.isnan(got[bad_step - 1, 0]) and torch.isnan(want[bad_step - 1, 0])
+    finite = ~torch.isnan(want)
+    assert torch.allclose(got[finite], want[finite], rtol=1e-5)
+    bad = h["nonfinite"]
+    assert bad[bad_step - 1, 0] == 1 and bad.nansum() == 1

@@ -1,41 +1,60 @@
 """Fused per-layer statistics: a few multi-tensor kernels, no host sync on an accelerator.
 
-On the CPU the per-tensor results (one value per parameter) are handled in NumPy: a NumPy
-call on a few hundred numbers costs about a microsecond, a torch call ten; the Watch makes a
-dozen of them per step (profiled on this project's 2-core VM: 0.4 ms of a 0.6 ms step on a
-small CNN went to such bookkeeping before). On an accelerator they stay torch calls on the
-device, so that the host never waits for it.
+On the CPU the per-tensor results (one value per parameter) are handled in NumPy, on an
+accelerator by torch calls on the device, so that the host never waits for it.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 
-def squared_norms(
-    tensors: list[torch.Tensor], dtype: torch.dtype, acc: torch.dtype | None = None
-) -> torch.Tensor:
-    """(P,) squared L2 norm of each tensor: one fused ``_foreach_norm`` in ``dtype`` (one read
-    of the data), squared in ``acc`` (default ``dtype``).
+def norms(tensors: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """(P,) L2 norm of each tensor in ``dtype``: one fused ``_foreach_norm``, one read.
 
-    On the CPU a norm that overflowed ``dtype`` (finite float32 entries past ~1e19) is redone
-    in float64, so with ``acc=float64`` it stays finite; that costs a read only then. (Right
-    after backward, with torch's threads still warm, ``_foreach_norm`` was the cheapest read
-    measured on this project's 2-core VM: 2.6 ms for the 16-layer MLP's gradients against
+    (Right after backward, with torch's threads still warm, ``_foreach_norm`` was the cheapest
+    read measured on this project's 2-core VM: 2.6 ms for the 16-layer MLP's gradients against
     8-127 ms for a BLAS dot or a float64 norm per tensor. Reading each gradient in its
     post-accumulate-grad hook instead, while cached, measured no better: 1.12x / 1.06x /
     1.02x a bare step in three runs, against 1.05x / 1.02x / 1.04x for this read.)
     """
-    acc = acc or dtype
-    norms = torch.stack(torch._foreach_norm(_real(tensors), 2, dtype=dtype))
-    if norms.device.type != "cpu":
-        return norms.to(acc).square()
-    sq = np.square(norms.numpy(), dtype=_np(acc))
+    return torch.stack(torch._foreach_norm(_real(tensors), 2, dtype=dtype))
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether every entry of a small CPU tensor is finite (one NumPy sum, no torch op)."""
+    return math.isfinite(values.numpy().sum(dtype=np.float64))
+
+
+def squares(
+    values: torch.Tensor, tensors: list[torch.Tensor] | None, acc: torch.dtype
+) -> torch.Tensor:
+    """(P,) squares in ``acc`` of the norms ``values`` of ``tensors``.
+
+    On the CPU a norm that overflowed its dtype (finite float32 entries past ~1e19) is redone
+    in float64 from ``tensors``, so with ``acc=float64`` it stays finite; that costs a read
+    only then. ``tensors=None``: the norms are known finite (nothing to redo).
+    """
+    if values.device.type != "cpu":
+        return values.to(acc).square()
+    sq = np.square(values.numpy(), dtype=_np(acc))
+    if tensors is None:
+        return torch.from_numpy(sq)
     for i in np.flatnonzero(~np.isfinite(sq)):  # NaN/Inf entries stay so
         v = _real([tensors[i]])[0]
         sq[i] = torch.linalg.vector_norm(v, dtype=torch.float64).item() ** 2
     return torch.from_numpy(sq)
+
+
+def squared_norms(
+    tensors: list[torch.Tensor], dtype: torch.dtype, acc: torch.dtype | None = None
+) -> torch.Tensor:
+    """(P,) squared L2 norm of each tensor: :func:`norms` squared in ``acc`` (default
+    ``dtype``), float64 redone where ``dtype`` overflowed (CPU)."""
+    return squares(norms(tensors, dtype), tensors, acc or dtype)
 
 
 def _real(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -9,7 +9,7 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,7 +26,14 @@ from gradwatch.core.bptt import bptt_profile
 from gradwatch.core.probe import layers_of, qualname, weight_gain
 from gradwatch.watch import runfile
 from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
-from gradwatch.watch.stats import nonfinite_counts, segment_sum, squared_norms
+from gradwatch.watch.stats import (
+    all_finite,
+    nonfinite_counts,
+    norms,
+    segment_sum,
+    squared_norms,
+    squares,
+)
 
 __all__ = ["Watch"]
 
@@ -43,6 +50,19 @@ try:
     from torch.distributed.tensor import DTensor as _DTensor
 except ImportError:  # pragma: no cover - torch < 2.4 or a build without torch.distributed
     pass
+
+
+class _Measured(NamedTuple):
+    """A recorded step read but not yet written: (P,) gradient norms (or their squares, when
+    some overflowed and were redone in float64), non-finite counts (None: all finite) and the
+    GradScaler scale still in the gradients (None: unscaled)."""
+
+    step: int
+    present: list[int]
+    values: torch.Tensor
+    squared: bool
+    counts: torch.Tensor | None
+    scale: torch.Tensor | None
 
 
 def _selector(modules: ModuleFilter) -> Callable[[str, nn.Module], bool]:
@@ -209,8 +229,14 @@ class Watch:
         self._sinks: list[runfile.Sink] = []
         self._file: runfile.JSONLSink | None = None  # the one save() opened
         self._flushed = 0  # last step handed to the sinks
-        self._rows_at_flush = 0  # rows written to the ring by then
+        self._rows_at_flush = 0  # steps recorded by then
         self._half_ring = max(1, history // 2)
+        self._recorded = 0  # steps recorded so far (rows written or pending)
+        self._measured: list[_Measured] = []  # recorded steps whose rows are not written yet
+        # Steps measured before their rows are written: under half the ring, so no row is
+        # overwritten unflushed; 1 when sharded (its all-reduce must run on every rank at once).
+        self._batch = 1 if self._group is not None else min(16, self._half_ring)
+        self._zeros = torch.zeros(L, dtype=self._acc, device=device)
         self._samples_flushed = 0
         for sink in sinks:
             self.add_sink(sink)
@@ -266,6 +292,7 @@ class Watch:
         if model is not None:
             _attached.discard(model)
         self.attached = False
+        self._drain()
         self.flush()
         for sink in self._sinks:
             sink.close()
@@ -289,7 +316,7 @@ class Watch:
         return (
             self._step % self.every == 0
             and self.detail_every > 0
-            and self._layer_tables.n_rows % self.detail_every == 0
+            and self._recorded % self.detail_every == 0
         )
 
     def step(self) -> None:
@@ -323,27 +350,65 @@ class Watch:
             return
         detail = self._detailed()
         grads, scale = self._grads(present)
-        seg, absent = self._segment(present)
-        L = len(self.layer_names)
-        g = squared_norms(grads, self._dtype, self._acc)  # (P,) one read of the (local) gradients
-        if scale is not None:
-            g = g / scale.square()
-        sums = [segment_sum(g, seg, L), segment_sum(nonfinite_counts(grads, g), seg, L)]
+        measured = self._measure(step, present, grads, scale)
+        self._recorded += 1
         if detail:
-            params = [_local(self._params[i].detach()) for i in present]
-            sums.append(segment_sum(squared_norms(params, self._dtype, self._acc), seg, L))
-        sums = self._reduce(sums)
-        row = self._layer_row(sums, absent)  # (LAYER_STATS, L)
-        if detail:
-            self._keep_for_update(step, present, params, row[1])
-        self._layer_tables.write(step, row)
-        # Activation rows have width 0 when no activation module is watched.
-        self._act_tables.write(step, self._activation_row() if detail else self._act_nan)
+            self._drain()
+            self._write(measured, [_local(self._params[i].detach()) for i in present])
+        else:
+            self._measured.append(measured)
+            if len(self._measured) >= self._batch:
+                self._drain()
         self._take_captures(step)
         self._step = step
         # Flush before the ring overwrites rows the file has not seen (one sync per half ring).
-        if self._sinks and self._layer_tables.n_rows - self._rows_at_flush >= self._half_ring:
+        if self._sinks and self._recorded - self._rows_at_flush >= self._half_ring:
             self.flush()
+
+    def _measure(
+        self, step: int, present: list[int], grads: list[torch.Tensor], scale: torch.Tensor | None
+    ) -> _Measured:
+        """What must be read while the gradients exist: their norms (one fused read) and, if
+        any is NaN/Inf, the non-finite counts. Turning these into a row waits for _write."""
+        n = norms(grads, self._dtype)  # (P,)
+        if n.device.type != "cpu":  # no host read: counted on the device, as the norms
+            return _Measured(step, present, n, False, nonfinite_counts(grads, n), scale)
+        if all_finite(n):  # the usual case on the host: nothing more to read
+            return _Measured(step, present, n, False, None, scale)
+        sq = squares(n, grads, self._acc)  # float64 redo where float32 overflowed
+        return _Measured(step, present, sq, True, nonfinite_counts(grads, sq), scale)
+
+    def _drain(self) -> None:
+        """Write the rows of the measured steps still pending, in step order.
+
+        Right after backward every call runs several times slower than in isolation (evicted
+        caches; docs/PERFORMANCE.md), so a plain step only measures and up to ``_batch`` of
+        them are turned into rows together, when the caches are warm for it.
+        """
+        pending, self._measured = self._measured, []
+        for m in pending:
+            self._write(m)
+
+    def _write(self, m: _Measured, params: list[torch.Tensor] | None = None) -> None:
+        """Store the row of a measured step; with ``params`` (a detailed step, written at
+        once) also the parameter norms, the weights for the update ratio and the activations."""
+        seg, absent = self._segment(m.present)
+        L = len(self.layer_names)
+        g = m.values if m.squared else squares(m.values, None, self._acc)
+        if m.scale is not None:
+            g = g / m.scale.square()
+        bad = self._zeros if m.counts is None else segment_sum(m.counts, seg, L)
+        sums = [segment_sum(g, seg, L), bad]
+        if params is not None:
+            sums.append(segment_sum(squared_norms(params, self._dtype, self._acc), seg, L))
+        sums = self._reduce(sums)
+        row = self._layer_row(sums, absent)  # (LAYER_STATS, L)
+        if params is not None:
+            self._keep_for_update(m.step, m.present, params, row[1])
+        self._layer_tables.write(m.step, row)
+        # Activation rows have width 0 when no activation module is watched.
+        acts = self._activation_row() if params is not None else self._act_nan
+        self._act_tables.write(m.step, acts)
 
     def _grads(self, present: list[int]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """The present gradients as read (local shards, dense values of sparse ones) and the
@@ -356,7 +421,7 @@ class Watch:
         scale = getattr(self._scaler, "_scale", None)
         if scale is None or _already_unscaled(self._scaler):
             return grads, None
-        return grads, scale.to(self._acc)  # a device tensor: no sync
+        return grads, scale.to(self._acc, copy=True)  # kept: scaler.update() changes it in place
 
     def _layer_row(self, sums: list[torch.Tensor], absent: torch.Tensor) -> torch.Tensor:
         """(LAYER_STATS, L) row from per-layer sums [grad^2, nonfinite(, param^2)]: NaN where
@@ -419,10 +484,7 @@ class Watch:
         self._staged.clear()
         ks, cols, calls = (list(c) for c in zip(*at, strict=True))
         means = torch.stack(vals).to(out.dtype)
-        if out.device.type == "cpu":
-            out.numpy()[ks, cols] = means.numpy() / calls
-        else:
-            out[ks, cols] = means / torch.tensor(calls, dtype=out.dtype, device=out.device)
+        out[ks, cols] = means / torch.tensor(calls, dtype=out.dtype, device=out.device)
         return out
 
     def _stage_activation(self, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -474,6 +536,7 @@ class Watch:
     @property
     def history(self) -> RunHistory:
         """Everything recorded so far, on the host (this is where the Watch syncs)."""
+        self._drain()
         self._run_profiles()
         steps, layer = self._layer_tables.snapshot()
         _, act = self._act_tables.snapshot()
@@ -570,10 +633,11 @@ class Watch:
             sink.write(header, steps, rows, samples)
         if steps:
             self._flushed = steps[-1]
-        self._rows_at_flush = self._layer_tables.n_rows
+        self._rows_at_flush = self._recorded
         self._samples_flushed = len(self._samples)
 
     def _rows(self, after: int, upto: int) -> tuple[list[int], dict[str, torch.Tensor]]:
+        self._drain()
         steps, rows = self._layer_tables.rows(after, upto)
         _, acts = self._act_tables.rows(after, upto)
         return steps, {**rows, **acts}
