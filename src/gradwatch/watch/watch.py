@@ -89,7 +89,9 @@ class Watch:
     ReLU-like units (inactive for the whole batch) and the mean |activation|. Per nn.RNN /
     LSTM / GRU: the gradient-against-lag profile (:func:`gradwatch.bptt_profile`) every
     ``recurrent_every`` steps. Statistics stay on the tensors' device; the host sees them only
-    when ``history`` is read or the run file is flushed, so ``step()`` adds no host sync.
+    when ``history`` is read or the run file is flushed, so ``step()`` adds no host sync. A
+    plain recorded step only reads the gradients' norms (one fused pass); its row is written
+    with up to 15 others, and ``history``, ``flush()`` and ``close()`` write any still pending.
 
     Args:
         model: the network to watch. Only a weak reference is kept.
