@@ -115,7 +115,7 @@ def _app():  # type: ignore[no-untyped-def]
         names: list[str] | None = typer.Argument(None, help="Labs to run (default: all)."),
         smoke: bool = typer.Option(False, "--smoke", help="Seconds per lab: mechanics only."),
         quick: bool = typer.Option(False, "--quick", help="Minutes in all (the default)."),
-        full: bool = typer.Option(False, "--full", help="The papers' sizes (up to an hour)."),
+        full: bool = typer.Option(False, "--full", help="The papers' sizes (hours in all)."),
         out: Path = typer.Option(Path("gradwatch-report"), "--out", "-o", help="Report folder."),
         seed: int = typer.Option(0, help="Seed of every random draw."),
         png: bool = typer.Option(False, "--png", help="Also write each figure as PNG."),
