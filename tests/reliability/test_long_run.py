@@ -62,7 +62,7 @@ def test_memory_is_flat_and_history_bounded_over_a_long_run(tmp_path, one_thread
             tracemalloc.stop()
         blocks = sys.getallocatedblocks() - blocks
         assert w._layer_tables.nbytes() + w._act_tables.nbytes() == held
-        assert len(w._segments) == 1 and not w._staged and not w._captures
+        assert len(w._plans) == 2 and not w._staged and not w._captures
     h = w.history
     assert len(h) <= 2 * HISTORY and h.steps[-1] == STEPS
     assert h.steps[-HISTORY:].tolist() == list(range(STEPS - HISTORY + 1, STEPS + 1))

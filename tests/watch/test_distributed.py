@@ -1,5 +1,5 @@
 """Under DDP and FSDP2 (two gloo processes on the CPU) the Watch reports the numbers that one
-process on the whole batch reports, with one all-reduce per read; only rank 0 writes."""
+process on the whole batch reports, with one collective per read; only rank 0 writes."""
 
 import json
 from pathlib import Path
@@ -67,18 +67,25 @@ def _worker(rank: int, kind: str, out: str) -> None:
                     fully_shard(layer, mesh=mesh)
             fully_shard(model, mesh=mesh)
         calls = []
-        all_reduce = dist.all_reduce
+        all_reduce, all_gather = dist.all_reduce, dist.all_gather_into_tensor
 
-        def counting(tensor: torch.Tensor, *args: object, **kwargs: object) -> object:
-            calls.append(tensor.numel())
+        def counting_reduce(tensor: torch.Tensor, *args: object, **kwargs: object) -> object:
+            calls.append(("all_reduce", tensor.numel()))
             return all_reduce(tensor, *args, **kwargs)
 
-        dist.all_reduce = counting  # counts the Watch's reductions (FSDP2 itself uses others)
+        def counting_gather(out: torch.Tensor, tensor: torch.Tensor, *args: object,
+                            **kwargs: object) -> object:
+            if tensor.ndim == 2:  # the Watch's (statistics, layers) block; FSDP2's are flat
+                calls.append(("all_gather", tensor.numel()))
+            return all_gather(out, tensor, *args, **kwargs)
+
+        # counts the Watch's collectives (FSDP2 itself all-gathers flat parameter buffers)
+        dist.all_reduce, dist.all_gather_into_tensor = counting_reduce, counting_gather
         try:
             result = _train(model, rank, WORLD, out_dir)
         finally:
-            dist.all_reduce = all_reduce
-        result["all_reduce_calls"] = len(calls)
+            dist.all_reduce, dist.all_gather_into_tensor = all_reduce, all_gather
+        result["collectives"] = [name for name, _ in calls]
         (out_dir / f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
@@ -113,7 +120,7 @@ def test_two_processes_report_the_single_process_numbers(
     # Only rank 0 wrote its run file.
     assert (tmp_path / "run0.jsonl").exists() and not (tmp_path / "run1.jsonl").exists()
     if kind == "ddp":  # DDP's gradients are already reduced: the Watch adds no collective
-        assert all(r["all_reduce_calls"] == 0 for r in runs)
-    else:  # per step one for the gradient read and one for the update measured after it
-        # (the last step's update is measured by a next step that never comes)
-        assert all(r["all_reduce_calls"] == 2 * STEPS - 1 for r in runs)
+        assert all(r["collectives"] == [] for r in runs)
+    else:  # per step one all-gather for the gradient read and one for the update measured
+        # after it (the last step's update is measured by a next step that never comes)
+        assert all(r["collectives"] == ["all_gather"] * (2 * STEPS - 1) for r in runs)

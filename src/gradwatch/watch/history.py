@@ -227,6 +227,15 @@ class Tables:
             out[:, r] = both[src][:, i]
         return torch.tensor(steps, dtype=torch.long), dict(zip(self.names, out, strict=True))
 
+    def to(self, device: torch.device, dtype: torch.dtype) -> Tables:
+        """These tables on another device (the watched model moved there after attach)."""
+        out = Tables(self.names, self._ring.shape[2], device, self.recent, self.long, dtype)
+        out._ring.copy_(self._ring)
+        out._lview.copy_(self._lview)
+        out.ring_steps, out.lview_steps = list(self.ring_steps), list(self.lview_steps)
+        out.stride, out.n_rows = self.stride, self.n_rows
+        return out
+
     def nbytes(self) -> int:
         """Device memory held by the tables: constant, whatever the number of steps."""
         return sum(t.numel() * t.element_size() for t in (self._ring, self._lview))

@@ -26,14 +26,7 @@ from gradwatch.core.bptt import bptt_profile
 from gradwatch.core.probe import layers_of, qualname, weight_gain
 from gradwatch.watch import runfile
 from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
-from gradwatch.watch.stats import (
-    all_finite,
-    nonfinite_counts,
-    norms,
-    segment_sum,
-    squared_norms,
-    squares,
-)
+from gradwatch.watch.stats import NormPlan, hypot_segments, segment_sum
 
 __all__ = ["Watch"]
 
@@ -53,14 +46,14 @@ except ImportError:  # pragma: no cover - torch < 2.4 or a build without torch.d
 
 
 class _Measured(NamedTuple):
-    """A recorded step read but not yet written: (P,) gradient norms (or their squares, when
-    some overflowed and were redone in float64), non-finite counts (None: all finite) and the
-    GradScaler scale still in the gradients (None: unscaled)."""
+    """A recorded step read but not yet written: its gradients' plan, their (Q,) exact piece
+    norms and non-finite counts (None: all finite), and the GradScaler scale still in the
+    gradients (None: unscaled)."""
 
     step: int
     present: list[int]
-    values: torch.Tensor
-    squared: bool
+    plan: NormPlan
+    norms: torch.Tensor
     counts: torch.Tensor | None
     scale: torch.Tensor | None
 
@@ -191,10 +184,6 @@ class Watch:
         self._params = [p for _, _, ps in layers for p in ps]
         self._param_layer = [i for i, (_, _, ps) in enumerate(layers) for _ in ps]
         device = self._params[0].device
-        wide = any(p.dtype == torch.float64 for p in self._params)
-        self._dtype = torch.float64 if wide else torch.float32
-        # Sums of squares: float64 on the CPU, so finite gradients past ~1e19 keep a finite norm.
-        self._acc = torch.float64 if device.type == "cpu" else self._dtype
         self._acts: list[tuple[str, nn.Module, Activation]] = []
         if activations:
             for n, m in model.named_modules():
@@ -212,10 +201,12 @@ class Watch:
                 self.meta.setdefault(f"lstm_forget_bias:{n}", f"{_forget_bias(m):.4g}")
 
         L, A = len(self.layer_names), len(self._acts)
-        self._layer_tables = Tables(LAYER_STATS, L, device, history, history, self._dtype)
-        self._act_tables = Tables(ACTIVATION_STATS, A, device, history, history, self._dtype)
-        self._segments: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._act_nan = torch.full((len(ACTIVATION_STATS), A), math.nan, dtype=self._dtype,
+        dtype = _table_dtype(device)
+        self._layer_tables = Tables(LAYER_STATS, L, device, history, history, dtype)
+        self._act_tables = Tables(ACTIVATION_STATS, A, device, history, history, dtype)
+        # ("grad" | "param", present param indices) -> (how they are read, absent-layer mask)
+        self._plans: dict[tuple[str, tuple[int, ...]], tuple[NormPlan, torch.Tensor]] = {}
+        self._act_nan = torch.full((len(ACTIVATION_STATS), A), math.nan, dtype=dtype,
                                    device=device)
         self._step = 0
         self._handles: list[RemovableHandle] = []
@@ -238,7 +229,7 @@ class Watch:
         # Steps measured before their rows are written: under half the ring, so no row is
         # overwritten unflushed; 1 when sharded (its all-reduce must run on every rank at once).
         self._batch = 1 if self._group is not None else min(16, self._half_ring)
-        self._zeros = torch.zeros(L, dtype=self._acc, device=device)
+        self._zeros = torch.zeros(L, dtype=dtype, device=device)
         self._samples_flushed = 0
         for sink in sinks:
             self.add_sink(sink)
@@ -351,8 +342,11 @@ class Watch:
             self._step = step
             return
         detail = self._detailed()
-        grads, scale = self._grads(present)
-        measured = self._measure(step, present, grads, scale)
+        grads, scale, sparse = self._grads(present)
+        self._follow(grads[0].device)
+        plan, _ = self._plan("grad", present, grads, fresh=sparse)
+        norms, counts = plan.norms(grads, count=True)  # the one read of the gradients
+        measured = _Measured(step, present, plan, norms, counts, scale)
         self._recorded += 1
         if detail:
             self._drain()
@@ -366,19 +360,6 @@ class Watch:
         # Flush before the ring overwrites rows the file has not seen (one sync per half ring).
         if self._sinks and self._recorded - self._rows_at_flush >= self._half_ring:
             self.flush()
-
-    def _measure(
-        self, step: int, present: list[int], grads: list[torch.Tensor], scale: torch.Tensor | None
-    ) -> _Measured:
-        """What must be read while the gradients exist: their norms (one fused read) and, if
-        any is NaN/Inf, the non-finite counts. Turning these into a row waits for _write."""
-        n = norms(grads, self._dtype)  # (P,)
-        if n.device.type != "cpu":  # no host read: counted on the device, as the norms
-            return _Measured(step, present, n, False, nonfinite_counts(grads, n), scale)
-        if all_finite(n):  # the usual case on the host: nothing more to read
-            return _Measured(step, present, n, False, None, scale)
-        sq = squares(n, grads, self._acc)  # float64 redo where float32 overflowed
-        return _Measured(step, present, sq, True, nonfinite_counts(grads, sq), scale)
 
     def _drain(self) -> None:
         """Write the rows of the measured steps still pending, in step order.
@@ -394,17 +375,18 @@ class Watch:
     def _write(self, m: _Measured, params: list[torch.Tensor] | None = None) -> None:
         """Store the row of a measured step; with ``params`` (a detailed step, written at
         once) also the parameter norms, the weights for the update ratio and the activations."""
-        seg, absent = self._segment(m.present)
         L = len(self.layer_names)
-        g = m.values if m.squared else squares(m.values, None, self._acc)
+        grad = m.plan.layer_norms(m.norms)  # (L,) exact
         if m.scale is not None:
-            g = g / m.scale.square()
-        bad = self._zeros if m.counts is None else segment_sum(m.counts, seg, L)
-        sums = [segment_sum(g, seg, L), bad]
+            grad = grad / m.scale
+        bad = self._zeros if m.counts is None else segment_sum(m.counts, m.plan.seg, L)
+        found = [grad]
         if params is not None:
-            sums.append(segment_sum(squared_norms(params, self._dtype, self._acc), seg, L))
-        sums = self._reduce(sums)
-        row = self._layer_row(sums, absent)  # (LAYER_STATS, L)
+            pplan, _ = self._plan("param", m.present, params)
+            found.append(pplan.layer_norms(pplan.norms(params)[0]))
+        found, (bad,) = self._reduce(found, [bad])
+        absent = self._plans[("grad", tuple(m.present))][1]
+        row = self._layer_row(found, bad, absent)  # (LAYER_STATS, L)
         if params is not None:
             self._keep_for_update(m.step, m.present, params, row[1])
         self._layer_tables.write(m.step, row)
@@ -412,48 +394,81 @@ class Watch:
         acts = self._activation_row() if params is not None else self._act_nan
         self._act_tables.write(m.step, acts)
 
-    def _grads(self, present: list[int]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """The present gradients as read (local shards, dense values of sparse ones) and the
-        GradScaler's scale still in them (None when unscaled): norms are divided, not the
-        gradients (no copy)."""
+    def _grads(
+        self, present: list[int]
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None, bool]:
+        """The present gradients as read (local shards, dense values of sparse ones), the
+        GradScaler's scale still in them (None when unscaled: norms are divided, not the
+        gradients, so nothing is copied) and whether any was sparse (its size then varies)."""
         grads: list[torch.Tensor] = [self._params[i].grad for i in present]  # type: ignore[misc]
         if self._group is not None:
             grads = [_local(g) for g in grads]
-        grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
+        sparse = any(g.is_sparse for g in grads)
+        if sparse:
+            grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
         scale = getattr(self._scaler, "_scale", None)
         if scale is None or _already_unscaled(self._scaler):
-            return grads, None
-        return grads, scale.to(self._acc, copy=True)  # kept: scaler.update() changes it in place
+            return grads, None, sparse
+        # copied: scaler.update() changes it in place before this step's row is written
+        return grads, scale.to(self._zeros.dtype, copy=True), sparse
 
-    def _layer_row(self, sums: list[torch.Tensor], absent: torch.Tensor) -> torch.Tensor:
-        """(LAYER_STATS, L) row from per-layer sums [grad^2, nonfinite(, param^2)]: NaN where
-        no gradient reached a layer and for what this step did not measure."""
+    def _follow(self, device: torch.device) -> None:
+        """Move the tables to where the gradients are now (the model was moved after attach);
+        the kept weights and reading plans are made anew there."""
+        if device == self._zeros.device:
+            return
+        self._drain()
+        dtype = _table_dtype(device)
+        self._layer_tables = self._layer_tables.to(device, dtype)
+        self._act_tables = self._act_tables.to(device, dtype)
+        self._act_nan = self._act_nan.to(device, dtype)
+        self._zeros = self._zeros.to(device, dtype)
+        self._plans.clear()
+        self._buffers, self._pending_update = None, None
+        self._staged.clear()
+
+    def _plan(
+        self, kind: str, present: list[int], tensors: list[torch.Tensor], fresh: bool = False
+    ) -> tuple[NormPlan, torch.Tensor]:
+        """How ``tensors`` (the present params' grads, or the params) are read, cached per set
+        of present params; made anew when their dtype or device changed (or ``fresh``)."""
+        key = (kind, tuple(present))
+        entry = self._plans.get(key)
+        if entry is None or fresh or not entry[0].matches(tensors):
+            seg = [self._param_layer[i] for i in present]
+            L, dev = len(self.layer_names), self._zeros.device
+            plan = NormPlan(tensors, seg, L, host=dev.type == "cpu")
+            absent = torch.tensor([j not in set(seg) for j in range(L)], device=dev)
+            entry = self._plans[key] = (plan, absent)
+        return entry
+
+    def _layer_row(
+        self, found: list[torch.Tensor], bad: torch.Tensor, absent: torch.Tensor
+    ) -> torch.Tensor:
+        """(LAYER_STATS, L) row from per-layer [grad norm(, param norm)] and non-finite counts:
+        NaN where no gradient reached a layer and for what this step did not measure."""
         host = absent.device.type == "cpu"
         xp: Any = np if host else torch  # NumPy on the host (see stats.py), torch on devices
-        s: list[Any] = [t.numpy() for t in sums] if host else sums
+        f: list[Any] = [t.numpy() for t in found] if host else found
+        b: Any = bad.numpy() if host else bad
         mask = absent.numpy() if host else absent
-        nan = xp.full_like(s[0], math.nan)
-        param = xp.sqrt(s[2]) if len(s) > 2 else nan
-        row = xp.stack([xp.where(mask, nan, xp.sqrt(s[0])), param, nan, xp.where(mask, nan, s[1])])
-        return torch.from_numpy(row) if host else row
-
-    def _segment(self, present: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Device (segment ids, absent-layer mask) for this set of present grads, cached."""
-        key = tuple(present)
-        if key not in self._segments:
-            seg = [self._param_layer[i] for i in present]
-            absent = [i not in set(seg) for i in range(len(self.layer_names))]
-            dev = self._layer_tables.device
-            self._segments[key] = (torch.tensor(seg, device=dev), torch.tensor(absent, device=dev))
-        return self._segments[key]
+        nan = xp.full_like(f[0], math.nan)
+        param = f[1] if len(f) > 1 else nan
+        row = xp.stack([xp.where(mask, nan, f[0]), param, nan, xp.where(mask, nan, b)])
+        out = torch.from_numpy(row) if host else row
+        return out.to(self._zeros.dtype)
 
     def _keep_for_update(
         self, step: int, present: list[int], params: list[torch.Tensor], pnorm: torch.Tensor
     ) -> None:
         """Copy the weights into buffers kept across steps (no allocation after the first)."""
-        if self._buffers is None:
-            self._buffers = [torch.empty_like(_local(p.detach())) for p in self._params]
-        torch._foreach_copy_([self._buffers[i] for i in present], params)
+        kept = self._buffers
+        if kept is None or (kept[present[0]].dtype, kept[present[0]].device) != (
+            params[0].dtype,
+            params[0].device,
+        ):  # first use, or the model was converted since
+            kept = self._buffers = [torch.empty_like(_local(p.detach())) for p in self._params]
+        torch._foreach_copy_([kept[i] for i in present], params)
         self._pending_update = (step, present, pnorm)
 
     def _finish_update(self) -> None:
@@ -461,14 +476,15 @@ class Watch:
         if self._pending_update is None or self._buffers is None:
             return
         step, present, before = self._pending_update
+        self._pending_update = None
         now = [_local(self._params[i].detach()) for i in present]
         then = [self._buffers[i] for i in present]
+        if (now[0].dtype, now[0].device) != (then[0].dtype, then[0].device):
+            return  # the model was converted between the two reads: no ratio for that step
         torch._foreach_sub_(then, now)  # the buffers now hold W_then - W_now
-        seg, _ = self._segment(present)
-        sq = segment_sum(squared_norms(then, self._dtype, self._acc), seg, len(self.layer_names))
-        (sq,) = self._reduce([sq])
-        self._layer_tables.update(step, "update_ratio", sq.sqrt() / before)
-        self._pending_update = None
+        plan, _ = self._plan("param", present, then)
+        (moved,), _ = self._reduce([plan.layer_norms(plan.norms(then)[0])], [])
+        self._layer_tables.update(step, "update_ratio", moved / before)
 
     def _activation_row(self) -> torch.Tensor:
         """(ACTIVATION_STATS, A) means of what the forward hooks staged this step: the staged
@@ -655,13 +671,27 @@ class Watch:
         }
 
     # ---------------------------------------------------------------- distributed
-    def _reduce(self, sums: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Sum per-layer partial sums over the shards: one all-reduce for all of them."""
+    def _reduce(
+        self, norms: list[torch.Tensor], counts: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-layer norms and counts of this rank's shards -> global ones: one all-gather
+        of all of them; norms combine as a scaled hypot over ranks, counts as a sum."""
         if self._group is None:
-            return sums
-        flat = torch.cat(sums)
-        torch.distributed.all_reduce(flat, group=self._group)
-        return list(flat.split([len(t) for t in sums]))
+            return norms, counts
+        local = torch.stack([*norms, *counts])  # (K, L)
+        world = torch.distributed.get_world_size(self._group)
+        K, L = local.shape
+        out = local.new_empty((world * K, L))  # ranks stacked along the first dimension
+        torch.distributed.all_gather_into_tensor(out, local, group=self._group)
+        out, k = out.view(world, K, L), len(norms)
+        seg = torch.arange(L, device=local.device).repeat(world)  # (W * L,) layer of each
+        merged = [hypot_segments(out[:, i].reshape(-1), seg, L) for i in range(k)]
+        return merged, [out[:, k + i].sum(0) for i in range(len(counts))]
+
+
+def _table_dtype(device: torch.device) -> torch.dtype:
+    """float64 tables, so a norm of 1e-300 or 1e300 is kept as measured; MPS has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _writer() -> bool:
