@@ -1,6 +1,8 @@
+import contextlib
 import copy
 import math
 import warnings
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -117,6 +119,19 @@ class _CNN(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+@contextlib.contextmanager
+def _bf16(on: bool) -> Iterator[None]:
+    """bf16 autocast on the CPU. oneDNN's bf16 LSTM needs CPU instructions many machines lack
+    (it raises on an AMD EPYC with AVX2 only), so oneDNN is off: torch's own kernels run it."""
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = was and not on
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=on):
+            yield
+    finally:
+        torch.backends.mkldnn.enabled = was
+
+
 @pytest.mark.parametrize(
     "make,shape", [(_mlp, (8, 16)), (_CNN, (8, 1, 8, 8)), (TinyLSTM, (8, 12, 4))]
 )
@@ -143,7 +158,7 @@ def test_training_is_bit_identical_with_and_without_a_watch(make, shape, opt_cls
         for x, y in data:
             micro = [(x[:4], y[:4]), (x[4:], y[4:])] if mode == "accumulate" else [(x, y)]
             for xm, ym in micro:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                with _bf16(mode == "bf16"):
                     loss = nn.functional.cross_entropy(model(xm), ym) / len(micro)
                 loss.backward()
             if watch is not None and mode != "hooked":
