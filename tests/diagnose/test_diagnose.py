@@ -287,3 +287,92 @@ def test_a_probe_at_init_is_diagnosed_like_a_run():
         f.kind
         for f in diagnose(RunHistory.from_probe(probe(he, x, nn.functional.cross_entropy, y)))
     ]
+
+
+
+def _no_steps(layers=3):
+    return RunHistory(
+        layers=tuple(f"l{i}" for i in range(layers)),
+        layer_kinds=("Linear",) * layers,
+        activations=(),
+        activation_kinds=(),
+        steps=torch.zeros(0, dtype=torch.long),
+        layer_stats={
+            k: torch.zeros(0, layers, dtype=torch.float64)
+            for k in ("grad_norm", "param_norm", "update_ratio", "nonfinite")
+        },
+        activation_stats={
+            k: torch.zeros(0, 0, dtype=torch.float64) for k in ("saturated", "dead", "mean_abs")
+        },
+    )
+
+
+def test_a_history_with_no_steps_is_not_called_healthy():
+    (f,) = diagnose(_no_steps())
+    assert f.kind == "no_data" and f.severity == "error"
+    assert f.summary.startswith("no steps recorded") and "step()" in f.fix
+
+
+def test_no_gradient_anywhere_is_an_error_not_a_healthy_run():
+    nan = math.nan
+    h = _history([[nan, nan, nan]] * 12)
+    h.layer_stats["nonfinite"][:] = nan  # absent, as the Watch writes it
+    (f,) = diagnose(h)
+    assert f.kind == "no_gradient" and f.severity == "error"
+    assert "no gradient reached any watched layer in 12 recorded steps" in f.summary
+    assert f.evidence["steps"] == 12
+
+
+def test_all_zero_gradients_are_an_error_and_imply_no_stalled_finding():
+    h = _history([[0.0, 0.0, 0.0]] * 10, update=0.0)  # nothing moves either
+    (f,) = diagnose(h)
+    assert f.kind == "zero_gradient" and f.severity == "error"
+    assert "every gradient is exactly 0" in f.summary and "zero_grad()" in f.cause
+    assert "after loss.backward()" in f.fix
+    # some absent layers do not change it: whatever reached a layer was 0
+    assert [x.kind for x in diagnose(_history([[0.0, math.nan, 0.0]] * 10))] == ["zero_gradient"]
+
+
+def test_some_all_zero_steps_are_fine():
+    norms = [[1.0, 1.0, 1.0]] * 10
+    norms[3] = norms[7] = [0.0, 0.0, 0.0]
+    assert diagnose(_history(norms)) == []
+    nan = math.nan
+    norms[5] = [nan, nan, nan]  # and one step no gradient reached
+    assert diagnose(_history(norms)) == []
+
+
+def test_step_after_zero_grad_is_told_to_move():
+    torch.manual_seed(0)
+    model = _mlp(5, nn.Sigmoid)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with Watch(model, detail_every=1) as w:
+        for x, y in _random_batches(12):
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.zero_grad(set_to_none=False)  # the gradients are zeros when step() reads them
+            w.step()
+            opt.step()
+    assert (w.history["grad_norm"] == 0).all()
+    found = diagnose(w.history)
+    assert [f.kind for f in found] == ["zero_gradient"]  # and no "stalled" from the still weights
+    assert "12 recorded steps" in found[0].summary
+
+
+def test_a_watch_that_saw_no_step_says_so():
+    model = _mlp(3, nn.ReLU)
+    with Watch(model) as w:
+        model(torch.randn(4, 32)).sum()
+    assert [(f.kind, f.severity) for f in w.diagnose()] == [("no_data", "error")]
+
+
+def test_a_probe_result_is_diagnosed_directly():
+    from gradwatch import probe
+
+    torch.manual_seed(0)
+    model = _mlp(20, nn.ReLU)
+    x, y = _random_batches(1)[0]
+    result = probe(model, x, nn.functional.cross_entropy, y)
+    assert diagnose(result) == diagnose(RunHistory.from_probe(result))
+    assert "vanishing" in [f.kind for f in diagnose(result)]
+    with pytest.raises(TypeError, match=r"history: .*ProbeResult.*got list"):
+        diagnose([])  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradwatch.watch import Watch, load_run
+from gradwatch.watch import JSONLSink, Watch, load_run
 
 
 def _run(tmp_path, steps=5, **kw):
@@ -122,3 +122,145 @@ def test_non_finite_values_stay_standard_json(tmp_path):
     h = load_run(path)
     assert h["nonfinite"][0, 0] == 1 and torch.isnan(h["grad_norm"][0, 0])
     assert os.path.getsize(path) > 0
+
+
+def _header(layers=("a",)):
+    return {
+        "layers": list(layers),
+        "layer_kinds": ["Linear"] * len(layers),
+        "activations": [],
+        "activation_kinds": [],
+        "layer_info": {},
+        "meta": {},
+    }
+
+
+def _rows(steps, width=1):
+    return {"grad_norm": torch.ones(len(steps), width, dtype=torch.float64)}
+
+
+def _write_run(path, steps=(1, 2, 3)):
+    sink = JSONLSink(path)
+    sink.write(_header(), list(steps), _rows(steps), [])
+    sink.close()
+
+
+def test_an_existing_run_file_is_kept_unless_overwrite_is_asked_for(tmp_path):
+    path = tmp_path / "run.jsonl"
+    _write_run(path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError) as info:
+        JSONLSink(path)
+    message = str(info.value)
+    assert str(path) in message and "another gradwatch run" in message and "\n" not in message
+    assert "overwrite=True" in message and "step 3" in message
+    model = nn.Linear(1, 1)
+    with Watch(model) as w, pytest.raises(FileExistsError, match="another gradwatch run"):
+        w.save(path)
+    assert path.read_bytes() == before
+    sink = JSONLSink(path, overwrite=True)
+    assert path.read_bytes() == before  # replaced when written, not when opened
+    sink.write(_header(), [7], _rows([7]), [])
+    sink.close()
+    assert load_run(path).steps.tolist() == [7]
+
+
+def test_a_foreign_file_is_never_replaced_even_with_overwrite(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("my notes\n")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="not a gradwatch run file"):
+            JSONLSink(path, overwrite=overwrite)
+    assert path.read_text() == "my notes\n"
+
+
+def test_a_file_filled_after_the_sink_was_made_is_not_clobbered(tmp_path):
+    path = tmp_path / "run.jsonl"
+    sink = JSONLSink(path)
+    path.write_text("my notes\n")  # another process wrote there in between
+    with pytest.raises(FileExistsError):
+        sink.write(_header(), [1], _rows([1]), [])
+    assert path.read_text() == "my notes\n"
+
+
+def test_fresh_run_path_gives_new_names_and_makes_the_folder(tmp_path, monkeypatch):
+    from gradwatch.watch import runfile
+
+    monkeypatch.setattr(runfile.time, "strftime", lambda fmt, *a: "20240102-030405")
+    folder = tmp_path / "deep" / "runs"
+    a = runfile.fresh_run_path(folder)
+    b = runfile.fresh_run_path(folder)
+    assert a != b and isinstance(a, str)
+    assert os.path.basename(a) == "20240102-030405-1.jsonl"
+    assert os.path.basename(b) == "20240102-030405-2.jsonl"
+    assert os.path.dirname(a) == str(folder) and os.path.getsize(a) == 0  # reserved, empty
+    _write_run(a)
+    assert load_run(a).steps.tolist() == [1, 2, 3]
+    monkeypatch.chdir(tmp_path)
+    assert runfile.fresh_run_path().startswith(os.path.join("runs", "20240102-030405-"))
+    assert {"fresh_run_path", "JSONLSink"} <= set(runfile.__all__)
+
+
+def test_each_write_is_one_write_of_whole_lines(tmp_path, monkeypatch):
+    from gradwatch.watch import runfile
+
+    path = tmp_path / "run.jsonl"
+    calls = []
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, text):
+            calls.append(text)
+            return self.f.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    real_open = open
+    monkeypatch.setattr(
+        runfile, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False
+    )
+    sink = JSONLSink(path)
+    for n, steps in enumerate(([1, 2], [3], [4, 5, 6]), start=1):
+        sink.write(_header(), steps, _rows(steps), [])
+        assert len(calls) == n  # header and records together, then flushed
+        text = path.read_text()  # what a reader tailing the file sees now
+        assert text.endswith("\n") and all(json.loads(x) for x in text.splitlines())
+    sink.close()
+    assert load_run(path).steps.tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_row_of_the_wrong_width_is_an_error_naming_the_line(tmp_path):
+    path = tmp_path / "run.jsonl"
+    head = {"format": "gradwatch-run", "version": 1, **_header(("a", "b"))}
+    path.write_text(
+        json.dumps(head) + "\n"
+        + '{"step": 1, "grad_norm": [0.5, 0.5]}\n'
+        + '{"step": 2, "grad_norm": [0.5, 0.5, 0.5]}\n'
+        + '{"step": 3, "grad_norm": [0.5, 0.5]}\n'
+    )
+    with pytest.raises(ValueError) as info:
+        load_run(path)
+    message = str(info.value)
+    assert str(path) in message and "line 3" in message and "grad_norm" in message
+    assert "3 values" in message and "2 layers" in message and "\n" not in message
+
+
+def test_a_write_after_close_appends_and_never_rewrites_the_header(tmp_path):
+    path = tmp_path / "run.jsonl"
+    sink = JSONLSink(path)
+    sink.write(_header(), [1, 2], _rows([1, 2]), [])
+    sink.close()
+    sink.write(_header(), [], _rows([]), [])  # e.g. a second Watch.close(): nothing new
+    sink.write(_header(), [3], _rows([3]), [])
+    sink.close()
+    assert load_run(path).steps.tolist() == [1, 2, 3]
+    assert path.read_text().count('"format"') == 1

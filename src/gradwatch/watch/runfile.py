@@ -1,7 +1,9 @@
 """Run files: JSON Lines, a header line then one record per recorded step.
 
 Appending records line by line means a process killed mid-write leaves every complete record
-readable; ``load_run`` warns about the partial tail and reads the rest.
+readable; ``load_run`` warns about the partial tail and reads the rest. Each flush is one
+write of whole lines, so a reader tailing the file sees whole records (a partial last line
+only where a kill cut a write).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from typing import IO, Any, Protocol, runtime_checkable
@@ -19,11 +22,12 @@ import torch
 from gradwatch.core.bptt import BPTTProfile
 from gradwatch.watch.history import RecurrentSample, RunHistory
 
-__all__ = ["JSONLSink", "Sink", "load_run"]
+__all__ = ["JSONLSink", "Sink", "fresh_run_path", "load_run"]
 
 FORMAT, VERSION = "gradwatch-run", 1
 _LISTS = ("layers", "layer_kinds", "activations", "activation_kinds")
 _PROFILE_FIELDS = tuple(f.name for f in dataclasses.fields(BPTTProfile))
+_TAIL = 1 << 16  # bytes read from the end of an existing run file to name its last step
 
 
 def _num(v: float) -> float | str:
@@ -37,6 +41,78 @@ def _is_run_file(path: str) -> bool:
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(head, dict) and head.get("format") == FORMAT
+
+
+def _last_step(path: str) -> int | None:
+    """The step of the last complete record, read from the file's tail only (None: none there)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - _TAIL))
+            lines = f.read().split(b"\n")
+    except OSError:
+        return None
+    for line in reversed(lines[1:] if size > _TAIL else lines):  # lines[0] may be cut
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(rec, dict) and type(rec.get("step")) is int:
+            return int(rec["step"])
+    return None
+
+
+def _refusal(path: str, overwrite: bool) -> FileExistsError | None:
+    """Why ``path`` may not be written, or None: a missing or empty file may always be, a run
+    file only with ``overwrite``, any other file never."""
+    try:
+        if os.path.getsize(path) == 0:
+            return None
+    except OSError:
+        return None  # not there (yet)
+    if not _is_run_file(path):
+        return FileExistsError(
+            f"path: {path!r} exists and is not a gradwatch run file; refusing to overwrite it"
+        )
+    if overwrite:
+        return None
+    last = _last_step(path)
+    upto = "" if last is None else f" (recorded up to step {last})"
+    return FileExistsError(
+        f"path: {path!r} holds another gradwatch run{upto}; pass overwrite=True to replace "
+        "it, or give a new file name"
+    )
+
+
+def fresh_run_path(directory: str | os.PathLike[str] = "runs") -> str:
+    """A new run-file name, ``<directory>/<YYYYmmdd-HHMMSS>-<n>.jsonl``, reserved on disk.
+
+    The folder is made if missing. The file is created empty and exclusively (``O_EXCL``), so
+    two processes starting in the same second get different names (``n`` counts up from 1);
+    :class:`JSONLSink` writes into the empty file.
+
+    Args:
+        directory: the folder for run files.
+
+    Returns:
+        The path, e.g. ``"runs/20250101-120000-1.jsonl"``.
+
+    Example:
+        >>> Watch(model, sinks=[JSONLSink(fresh_run_path())])    # doctest: +SKIP
+    """
+    directory = os.fspath(directory)
+    if directory:  # "" is the working directory
+        os.makedirs(directory, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = 1
+    while True:
+        path = os.path.join(directory, f"{stamp}-{n}.jsonl")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            n += 1
+            continue
+        return path
 
 
 @runtime_checkable
@@ -64,22 +140,33 @@ class Sink(Protocol):
 class JSONLSink:
     """The run file: a header line, then one JSON record per step (``Watch.save`` opens it).
 
-    Refuses to overwrite a file that is not a gradwatch run file.
+    A missing or empty file is written. A file holding another gradwatch run is replaced only
+    with ``overwrite=True``; a file that is not a run file is never replaced. Each ``write`` is
+    one write of whole lines, flushed at once.
+
+    Args:
+        path: the ``.jsonl`` file (see :func:`fresh_run_path` for a new name).
+        overwrite: replace an existing run file at ``path``.
+
+    Raises:
+        FileExistsError: ``path`` holds another run (and ``overwrite`` is False) or a file that
+            is not a gradwatch run file.
+        IsADirectoryError: ``path`` is a directory.
 
     Example:
         >>> Watch(model, sinks=[JSONLSink("run.jsonl")])        # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         path = os.fspath(path)
         if os.path.isdir(path):
             raise IsADirectoryError(f"path: {path!r} is a directory; give a file name")
-        if os.path.exists(path) and os.path.getsize(path) > 0 and not _is_run_file(path):
-            raise FileExistsError(
-                f"path: {path!r} exists and is not a gradwatch run file; refusing to overwrite it"
-            )
-        self.path = path
+        err = _refusal(path, overwrite)
+        if err is not None:
+            raise err
+        self.path, self.overwrite = path, overwrite
         self.file: IO[str] | None = None
+        self._begun = False  # the header is written
 
     def write(
         self,
@@ -88,14 +175,12 @@ class JSONLSink:
         rows: dict[str, torch.Tensor],
         samples: Sequence[RecurrentSample],
     ) -> None:
-        if self.file is None:
-            self.file = open(self.path, "w", encoding="utf-8")
-            info = {k: [_num(v) for v in t.tolist()] for k, t in header["layer_info"].items()}
-            self.file.write(
-                json.dumps({"format": FORMAT, "version": VERSION, **header, "layer_info": info})
-                + "\n"
-            )
         lines = []
+        if not self._begun:
+            info = {k: [_num(v) for v in t.tolist()] for k, t in header["layer_info"].items()}
+            lines.append(
+                json.dumps({"format": FORMAT, "version": VERSION, **header, "layer_info": info})
+            )
         for r, step in enumerate(steps):
             rec: dict[str, Any] = {"step": step}
             for name, t in rows.items():
@@ -105,9 +190,28 @@ class JSONLSink:
             lines.append(
                 json.dumps({"recurrent": s.module, "step": s.step, "profile": s.profile.to_dict()})
             )
-        if lines:
-            self.file.write("\n".join(lines) + "\n")
+        if not lines:
+            return
+        if self.file is None:  # first write, or one after close(): that carries on at the end
+            self.file = open(self.path, "a", encoding="utf-8") if self._begun else self._open()
+            self._begun = True
+        # one write of whole lines, flushed: a reader tailing the file sees whole records
+        self.file.write("".join(line + "\n" for line in lines))
         self.file.flush()
+
+    def _open(self) -> IO[str]:
+        """Open for appending; empty it first if it holds the run that ``overwrite`` replaces.
+
+        Checked again here: the file may have been written since ``__init__``.
+        """
+        f = open(self.path, "a", encoding="utf-8")
+        if f.tell():
+            err = _refusal(self.path, self.overwrite)
+            if err is not None:
+                f.close()
+                raise err
+            f.truncate(0)
+        return f
 
     def close(self) -> None:
         if self.file is not None:
@@ -119,7 +223,12 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
     """Read a run file written by ``Watch.save`` into the same :class:`RunHistory`.
 
     A file cut mid-record (the writer was killed) loads every complete record and warns about
-    the rest. An empty, binary, truncated-header or foreign file raises one ``ValueError``.
+    the rest; so do other unreadable records among readable ones. A header with no records
+    (a run that has not recorded a step yet, or was cut in its first record) loads as zero
+    steps, which ``diagnose`` reports as ``no_data``. One ``ValueError`` naming the file is
+    raised for an empty, binary, truncated-header or foreign file; for a record whose
+    statistic has a different number of values than the header has layers (or activations),
+    naming its line; and for a file with records but none readable ("no readable records").
 
     Args:
         path: the ``.jsonl`` file.
@@ -169,10 +278,14 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"path: {p!r} has a malformed header") from None
 
-    rows: dict[int, dict[str, Any]] = {}
+    from gradwatch.watch.watch import ACTIVATION_STATS, LAYER_STATS
+
+    widths = {n: (len(layers), "layer") for n in LAYER_STATS}
+    widths.update({n: (len(acts), "activation") for n in ACTIVATION_STATS})
+    rows: dict[int, dict[str, list[float]]] = {}
     samples: list[RecurrentSample] = []
-    bad = 0
-    body = lines[1:]
+    bad, first_bad = 0, 0
+    body = lines[1:]  # body[i] is line i + 2; a non-empty last one has no newline: it was cut
     for i, line in enumerate(body):
         if not line.strip():
             continue
@@ -190,15 +303,27 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
                         BPTTProfile._from_dict(rec["profile"]),
                     )
                 )
-            else:  # values converted here, so one bad record is skipped, not fatal
-                rows[int(rec["step"])] = {
-                    k: [float(x) for x in v] for k, v in rec.items() if isinstance(v, list)
-                }
+                continue
+            # values converted here, so one bad record is skipped, not fatal
+            step = int(rec["step"])
+            vals = {k: [float(x) for x in v] for k, v in rec.items() if isinstance(v, list)}
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError, RecursionError):
             bad += 1
-            last = i == len(body) - 1 or not any(x.strip() for x in body[i + 1 :])
-            if not last:
-                continue
+            first_bad = first_bad or i + 2
+            continue
+        for name, v in vals.items():  # a readable record of the wrong width is an error
+            width, what = widths.get(name, (len(v), ""))
+            if len(v) != width:
+                raise ValueError(
+                    f"path: {p!r} line {i + 2}: statistic {name!r} has {len(v)} values but the "
+                    f"header lists {width} {what}{'' if width == 1 else 's'}; malformed record"
+                )
+        rows[step] = vals
+    if bad and not rows and not samples and (bad > 1 or first_bad != len(body) + 1):
+        raise ValueError(
+            f"path: {p!r} has no readable records: all {bad} record(s) after the header are "
+            f"unreadable (the first at line {first_bad}); the file is damaged"
+        )
     if bad:
         warnings.warn(
             f"{p}: skipped {bad} incomplete or unreadable record(s) (the writer was "
@@ -210,14 +335,12 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
     steps = sorted(rows)
 
     def table(name: str, width: int) -> torch.Tensor:
-        out = torch.full((len(steps), width), math.nan, dtype=torch.float64)
+        out = torch.full((len(steps), width), math.nan, dtype=torch.float64)  # NaN: absent
         for r, s in enumerate(steps):
             vals = rows[s].get(name)
-            if isinstance(vals, list) and len(vals) == width:
+            if vals is not None:  # width checked above
                 out[r] = torch.tensor(vals, dtype=torch.float64)
         return out
-
-    from gradwatch.watch.watch import ACTIVATION_STATS, LAYER_STATS
 
     return RunHistory(
         layers=layers,
