@@ -179,3 +179,9 @@ def test_labs_command_runs_prints_verdicts_and_writes_the_report(tmp_path):
     finally:
         REGISTRY.pop("_ok", None)
         REGISTRY.pop("_boom", None)
+
+
+@pytest.mark.parametrize("command", ["report", "probe", "meanfield", "labs"])
+def test_every_command_that_writes_has_force(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and "--force" in result.output

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 _MISSING = "gradwatch: the command line needs the 'cli' extra: pip install 'gradwatch[cli]'"
+FORCE = "Overwrite files that gradwatch did not write (by default they are refused)."
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -119,15 +120,18 @@ def _app():  # type: ignore[no-untyped-def]
         out: Path = typer.Option(Path("gradwatch-report"), "--out", "-o", help="Report folder."),
         seed: int = typer.Option(0, help="Seed of every random draw."),
         png: bool = typer.Option(False, "--png", help="Also write each figure as PNG."),
+        force: bool = typer.Option(False, "--force", help=FORCE),
     ) -> None:
         """Rerun the classic claims as experiments; print the verdicts; write index.html."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from gradwatch.labs import LabConfig, available, listening, run_lab
-        from gradwatch.report import render_labs
+        from gradwatch.report.html import _writable_in
+        from gradwatch.report.labreport import FILES, _render_labs
 
         if smoke + quick + full > 1:
             raise ValueError("--smoke/--quick/--full: choose one size")
+        _writable_in("--out", out, FILES, force=force)  # before minutes of labs, not after
         size = "smoke" if smoke else "full" if full else "quick"
         known = available()
         chosen = list(names or known)
@@ -165,7 +169,7 @@ def _app():  # type: ignore[no-untyped-def]
                 table.add_row(r.name, c.statement, f"{c.value:.4g}", c.rule,
                               f"[{colour[c.verdict]}]{c.verdict}[/{colour[c.verdict]}]")
         console.print(table)
-        index = render_labs(results, out, crashed=crashed, png=png)
+        index = _render_labs(results, out, crashed=crashed, png=png, force=force, name="--out")
         console.print(f"report: {index}")
         for name, message in crashed:
             console.print(f"[red]lab {escape(name)} crashed:[/red] {escape(message)}",
@@ -179,16 +183,18 @@ def _app():  # type: ignore[no-untyped-def]
         run: Path = typer.Argument(..., help="A run file written by Watch.save (.jsonl)."),
         out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
         png: Path | None = typer.Option(None, "--png", help="Also write each figure as PNG here."),
+        force: bool = typer.Option(False, "--force", help=FORCE + " Never the run file."),
     ) -> None:
         """The HTML report of a saved Watch run: findings first, then the figures."""
         from gradwatch.diagnose import diagnose
-        from gradwatch.report import render_run
-        from gradwatch.watch import load_run
+        from gradwatch.report import _load
+        from gradwatch.report.html import _render_run
 
-        history = load_run(run)
+        history, title, inputs = _load(run, out, force=force, name="--out")
         findings = diagnose(history)
         findings_table(findings)
-        path = render_run(history, findings, out, title=f"gradwatch: {run.name}", png_dir=png)
+        path = _render_run(history, findings, out, title=title, png_dir=png, force=force,
+                           inputs=inputs, names=("--out", "--png"))
         console.print(f"report: {path}")
 
     @app.command()
@@ -199,6 +205,7 @@ def _app():  # type: ignore[no-untyped-def]
         loss: str = typer.Option("mse", help="mse (0.5 mean y^2), sum, or ce (random labels)."),
         seed: int = typer.Option(0, help="Random seed for the input."),
         html: Path | None = typer.Option(None, "--html", help="Also write an HTML report."),
+        force: bool = typer.Option(False, "--force", help=FORCE),
     ) -> None:
         """Probe a model at init on random input: per-layer gradients, saturation, findings."""
         import torch
@@ -207,10 +214,13 @@ def _app():  # type: ignore[no-untyped-def]
         from gradwatch._factory import load_factory
         from gradwatch.core.probe import probe as run_probe
         from gradwatch.diagnose import diagnose
+        from gradwatch.report.html import _render_run, _writable
         from gradwatch.watch import RunHistory
 
         if loss not in ("mse", "sum", "ce"):
             raise ValueError(f"--loss: expected mse, sum or ce, got {loss!r}")
+        if html is not None:
+            _writable("--html", html, force=force)  # before the model is built and probed
         model = load_factory(factory)
         torch.manual_seed(seed)
         x = torch.randn(*_shape(input_shape))
@@ -227,9 +237,9 @@ def _app():  # type: ignore[no-untyped-def]
         findings = diagnose(history)
         findings_table(findings)
         if html is not None:
-            from gradwatch.report import render_run
-
-            console.print(f"report: {render_run(history, findings, html, title=factory)}")
+            path = _render_run(history, findings, html, title=factory, force=force,
+                               names=("--html", "--png"))
+            console.print(f"report: {path}")
 
     @app.command()
     @guarded
@@ -237,13 +247,18 @@ def _app():  # type: ignore[no-untyped-def]
         act: str = typer.Option("tanh", help="Activation name (tanh, relu, erf, ...)."),
         sigma_b: float = typer.Option(0.0, "--sigma-b", help="Bias standard deviation."),
         sigma_w: float | None = typer.Option(None, "--sigma-w", help="Default: critical."),
-        out: Path | None = typer.Option(None, "--out", "-o", help="Write the phase diagram."),
+        out: Path | None = typer.Option(None, "--out", "-o",
+                                        help="Write the phase diagram (.png, .svg or .pdf)."),
+        force: bool = typer.Option(False, "--force", help=FORCE),
     ) -> None:
         """Edge-of-chaos init, depth scales, and the phase diagram (Schoenholz et al. 2017)."""
         import torch
 
         from gradwatch.core import meanfield as mf
+        from gradwatch.report.html import _figure_path, _save_figure
 
+        if out is not None:
+            _figure_path("--out", out, force=force)  # before the phase diagram is computed
         critical = mf.critical_sigma_w(act, sigma_b)
         console.print(f"critical sigma_w for {act} at sigma_b={sigma_b:g}: {critical:.6g}")
         sw = critical if sigma_w is None else sigma_w
@@ -259,8 +274,8 @@ def _app():  # type: ignore[no-untyped-def]
 
             pd = mf.phase_diagram(act, torch.linspace(0.25, max(4.0, 1.5 * critical), 40),
                                   torch.linspace(0.0, max(1.0, 2 * sigma_b), 20))
-            phase_figure(pd).savefig(out)
-            console.print(f"phase diagram: {out}")
+            path = _save_figure(phase_figure(pd), out, force=force, name="--out")
+            console.print(f"phase diagram: {path}")
 
     @app.command()
     @guarded

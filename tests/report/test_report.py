@@ -336,8 +336,8 @@ def test_run_without_activations_or_recurrence_skips_those_figures(tmp_path):
 
 def test_pages_are_written_atomically(tmp_path, monkeypatch):
     target = tmp_path / "page.html"
-    target.write_text("x" * 1_000_000)
-    out = write_html("t", [("One", "<p>1</p>"), ("Two & three", "<p>2</p>")], target)
+    target.write_text("x" * 1_000_000)  # not a gradwatch page: replaced only with force
+    out = write_html("t", [("One", "<p>1</p>"), ("Two & three", "<p>2</p>")], target, force=True)
     text = out.read_text(encoding="utf-8")
     assert out == target and text.startswith("<!DOCTYPE html>") and "x" * 10 not in text
     assert '<section id="two-three">\n<h2>Two &amp; three</h2>' in text
@@ -391,3 +391,39 @@ def test_long_names_are_shortened_for_labels_but_stay_distinct():
     assert F._labels(["rnn", "rnn.head"]) == ["rnn", "rnn.head"]  # short: left whole
     assert F._labels(["a" * 50]) == ["a" * 13 + "…" + "a" * 26]
     assert F._labels(["a$b$"]) == [r"a\$b\$"]  # '$' is not mathtext
+
+
+@pytest.mark.parametrize("run", [None, nn.Linear(2, 2), 3, b"run.jsonl"],
+                         ids=["None", "module", "int", "bytes"])
+def test_report_of_something_that_is_no_run_names_run(tmp_path, run):
+    with pytest.raises(TypeError) as err:
+        gw.report(run, tmp_path / "r.html")  # type: ignore[operator]
+    assert str(err.value) == (
+        "run: expected a RunHistory (watch.history), a ProbeResult (gw.probe) or the path of "
+        f"a run file (Watch.save), got {type(run).__name__}"
+    )
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("out", [None, 3, ["r.html"]], ids=["None", "int", "list"])
+def test_report_to_something_that_is_no_path_names_out(out):
+    with pytest.raises(TypeError) as err:
+        gw.report(_synthetic(), out)  # type: ignore[operator]
+    assert str(err.value) == (
+        f"out: expected a file path (str or os.PathLike), got {type(out).__name__}"
+    )
+
+
+def test_report_of_a_probe_result(tmp_path):
+    torch.manual_seed(0)
+    result = gw.probe(_mlp(20, nn.Sigmoid), torch.randn(32, 32), lambda y: y.square().mean())
+    out = gw.report(result, tmp_path / "probe.html")  # type: ignore[operator]
+    text = out.read_text(encoding="utf-8")
+    parsed = _Page(text)
+    assert parsed.texts("title") == ["gradwatch probe"]
+    assert 'class="finding sev-warning"' in text and "</span>vanishing</h3>" in text
+    assert "<tr><th>layers</th><td>20</td></tr>" in text and text.count("<svg") >= 2
+    found = gw.diagnose(RunHistory.from_probe(result))
+    assert [f.kind for f in found] == ["vanishing"]
+    for f in found:
+        assert html.escape(f.fix) in text

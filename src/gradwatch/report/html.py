@@ -4,6 +4,13 @@ The page loads nothing from anywhere (no scripts, fonts, stylesheets or images o
 file) and a Content-Security-Policy says so to the browser. Every string that comes from a
 model or a file is escaped; figure text is escaped by matplotlib's SVG writer. Pages are
 written atomically and hold no timestamp, so one run always gives the same bytes.
+
+Every file gradwatch writes at a path the user named (a page, a figure, a labs folder) follows
+one rule, :func:`_writable`: the path must be absent or hold a file gradwatch wrote itself,
+known by a marker in the file's head (``<meta name="generator" content="gradwatch ...">`` in a
+page, ``Software`` / ``Creator`` metadata in a PNG / SVG / PDF figure), never by its name.
+Anything else is refused in one line unless ``force``; the run a report is drawn from is
+refused even then.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +32,7 @@ from gradwatch.watch.history import RunHistory
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["inline_svg", "render_run", "write_html"]
+__all__ = ["inline_svg", "render_run", "save_figure", "write_html"]
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
@@ -78,6 +85,170 @@ def _path(name: str, value: Any) -> Path:
         raise ValueError(f"{name}: {str(p)!r} is a directory; give a file name")
     if not p.parent.is_dir():
         raise ValueError(f"{name}: directory {str(p.parent)!r} does not exist; create it first")
+    return p
+
+
+def _generator() -> str:
+    """The marker gradwatch writes into every file it makes: ``gradwatch <version>``."""
+    from gradwatch import __version__  # here: the package imports report/ before its version
+
+    return f"gradwatch {__version__}"
+
+
+_HEAD = 4096  # bytes read to recognise a file: every marker sits in the first few hundred
+_TAIL = 8192  # a PDF keeps its Info dictionary at the end, before the (short) xref table
+_SVG_CREATOR = re.compile(rb"<dc:creator>\s*<cc:Agent>\s*<dc:title>gradwatch ")
+_PDF_CREATOR = re.compile(rb"/Creator \(gradwatch ")
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` is a regular file that gradwatch wrote: its head carries our marker.
+
+    A page: ``<meta name="generator" content="gradwatch ...">`` in its first bytes. A PNG: a
+    ``Software`` text chunk (it precedes the image data). An SVG: matplotlib's ``dc:creator``.
+    A PDF: ``/Creator`` in the Info dictionary at its end. A labs ``results.json``: a list of
+    ``LabResult`` JSON (or the empty list). Reads at most 12 KiB; never follows a name.
+    """
+    try:
+        if not path.is_file():  # a FIFO or device is never read (it could block)
+            return False
+        with open(path, "rb") as f:
+            head = f.read(_HEAD)
+            if head.startswith(b"%PDF-"):
+                f.seek(max(0, f.seek(0, os.SEEK_END) - _TAIL))
+                return bool(_PDF_CREATOR.search(f.read()))
+    except OSError:
+        return False
+    if head.startswith(b"<!DOCTYPE html>"):
+        return b'<meta name="generator" content="gradwatch ' in head
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"tEXtSoftware\x00gradwatch " in head
+    if head.startswith(b"<?xml"):
+        return b"<svg" in head and bool(_SVG_CREATOR.search(head))
+    return head.startswith(b'[{"type": "LabResult", "data": ') or head == b"[]\n"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is absent: not the same file
+        return False
+
+
+def _writable(
+    name: str,
+    value: Any,
+    *,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    what: str = "report",
+) -> Path:
+    """The one rule for every file gradwatch writes at a path the user named.
+
+    ``value`` must be a file path whose directory exists (not a directory). It may be written
+    if it is absent or a file gradwatch wrote (:func:`_ours`), or with ``force``; never if it
+    is one of ``inputs`` (the run a report is drawn from), whatever ``force`` says.
+
+    Raises:
+        TypeError: ``value`` is not a path.
+        ValueError: it is a directory, or its directory is missing.
+        FileExistsError: it holds a file that may not be replaced.
+    """
+    p = _path(name, value)
+    if not os.path.lexists(p):
+        return p
+    if any(_same_file(p, Path(i)) for i in inputs):
+        raise FileExistsError(
+            f"{name}: {str(p)!r} is the run file this report is drawn from; refusing to "
+            "overwrite it, even with force (choose another path)"
+        )
+    if not force and not _ours(p):
+        raise FileExistsError(
+            f"{name}: {str(p)!r} exists and is not a gradwatch {what}; refusing to overwrite "
+            "it (pass force=True / --force, or choose another path)"
+        )
+    return p
+
+
+def _writable_in(
+    name: str,
+    folder: Any,
+    files: Iterable[tuple[str, str]],
+    *,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """:func:`_writable` for a folder: it may be absent (made at write time) or a directory
+    where each ``(file name, what)`` we would write is writable. Other files never block it.
+    """
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a directory path, got {type(folder).__name__}")
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"{name}: {str(d)!r} exists and is not a directory")
+    if d.is_dir():
+        inputs = tuple(inputs)
+        for file, what in files:
+            _writable(name, d / file, force=force, inputs=inputs, what=what)
+    return d
+
+
+_FIGURE_METADATA: dict[str, Callable[[str], dict[str, str | None]]] = {
+    "png": lambda g: {"Software": g},
+    "svg": lambda g: {"Creator": g, "Date": None},
+    "pdf": lambda g: {"Creator": g, "Producer": None, "CreationDate": None},
+}
+
+
+def _figure_bytes(fig: Figure, fmt: str, **savefig: Any) -> bytes:
+    """A figure as a PNG, SVG or PDF file's bytes, marked as gradwatch's, without a date."""
+    buf = io.BytesIO()
+    with style():
+        fig.savefig(buf, format=fmt, metadata=_FIGURE_METADATA[fmt](_generator()), **savefig)
+    return buf.getvalue()
+
+
+def save_figure(
+    fig: Figure, path: str | os.PathLike[str], *, force: bool = False, dpi: float = 150
+) -> Path:
+    """Write a figure as a PNG, SVG or PDF file (by the name's suffix), atomically.
+
+    The file carries gradwatch's marker in its metadata, so a later call may replace it; a
+    file gradwatch did not write is refused unless ``force``.
+
+    Args:
+        fig: the figure (e.g. from :func:`gradwatch.report.run_figures`).
+        path: a ``.png``, ``.svg`` or ``.pdf`` file; its directory must exist.
+        force: replace the file even if gradwatch did not write it.
+        dpi: resolution of a PNG.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: ``path`` holds a file that gradwatch did not write (and not ``force``).
+
+    Example:
+        >>> save_figure(phase_figure(pd), "phase.svg")   # doctest: +SKIP
+        PosixPath('phase.svg')
+    """
+    return _save_figure(fig, path, force=force, dpi=dpi)
+
+
+def _figure_path(name: str, path: Any, *, force: bool = False) -> Path:
+    """:func:`_writable` for a figure file, whose suffix says its format."""
+    if isinstance(path, (str, os.PathLike)) and (
+        Path(path).suffix.lower().lstrip(".") not in _FIGURE_METADATA
+    ):
+        raise ValueError(f"{name}: expected a .png, .svg or .pdf file, got {str(path)!r}")
+    return _writable(name, path, force=force, what="figure")
+
+
+def _save_figure(
+    fig: Figure, path: Any, *, force: bool = False, dpi: float = 150, name: str = "path"
+) -> Path:
+    p = _figure_path(name, path, force=force)
+    _atomic_write(p, _figure_bytes(fig, p.suffix.lower().lstrip("."), dpi=dpi))
     return p
 
 
@@ -138,6 +309,7 @@ def write_html(
     path: str | os.PathLike[str],
     *,
     footer: str = "",
+    force: bool = False,
 ) -> Path:
     """Write one self-contained HTML page: a title and a list of (heading, html) sections.
 
@@ -147,11 +319,16 @@ def write_html(
     Args:
         title: page title (escaped).
         sections: (heading, html fragment) pairs, in order.
-        path: the ``.html`` file to write (atomically: a temporary file, then a rename).
+        path: the ``.html`` file to write (atomically: a temporary file, then a rename). It
+            must be absent or a page gradwatch wrote.
         footer: optional html fragment at the end of the page.
+        force: replace ``path`` even if gradwatch did not write it.
 
     Returns:
         The path written.
+
+    Raises:
+        FileExistsError: ``path`` holds a file that gradwatch did not write (and not ``force``).
 
     Example:
         >>> write_html("labs", [("Chain rule", "<p>0.25^30 = 8.67e-19</p>")], "labs.html")
@@ -159,6 +336,14 @@ def write_html(
 
     Paper: none; a page builder.
     """
+    data = _page(title, sections, footer)
+    p = _writable("path", path, force=force)
+    _atomic_write(p, data)
+    return p
+
+
+def _page(title: Any, sections: Any, footer: str) -> bytes:
+    """The bytes of a page; the generator marker sits in its first 300 bytes (see _ours)."""
     if not isinstance(title, str):
         raise TypeError(f"title: expected a str, got {type(title).__name__}")
     if isinstance(sections, (str, bytes)) or not isinstance(sections, Sequence):
@@ -168,12 +353,12 @@ def write_html(
     for i, sec in enumerate(sections):
         if not (isinstance(sec, tuple) and len(sec) == 2 and all(isinstance(s, str) for s in sec)):
             raise TypeError(f"sections[{i}]: expected a (heading, html) pair of str, got {sec!r}")
-    p = _path("path", path)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
         "<head>",
         '<meta charset="utf-8">',
+        f'<meta name="generator" content="{_esc(_generator())}">',
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_esc(title)}</title>",
@@ -195,8 +380,7 @@ def write_html(
     if footer:
         parts.append(f"<footer>{footer}</footer>")
     parts += ["</main>", "</body>", "</html>", ""]
-    _atomic_write(p, "\n".join(parts).encode("utf-8"))
-    return p
+    return "\n".join(parts).encode("utf-8")
 
 
 def _findings_html(findings: Sequence[Finding]) -> str:
@@ -281,6 +465,7 @@ def render_run(
     *,
     title: str = "gradwatch run",
     png_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
 ) -> Path:
     """Render a Watch run as one self-contained HTML page: findings, summary, figures.
 
@@ -289,20 +474,26 @@ def render_run(
     :func:`gradwatch.report.run_figures`). The file loads nothing from elsewhere and holds
     no timestamp: the same run gives the same bytes, live or loaded from its run file.
 
+    Nothing is written over a file gradwatch did not write (the page, or a PNG in
+    ``png_dir``) unless ``force``; everything is checked before anything is written.
+
     Args:
         history: a :class:`~gradwatch.RunHistory` (``watch.history`` or ``load_run(path)``).
         findings: the run's findings (``watch.diagnose()``); an empty list says the signal
             looks healthy.
-        path: the ``.html`` file to write, atomically; its directory must exist.
+        path: the ``.html`` file to write, atomically; its directory must exist. It must be
+            absent or a page gradwatch wrote.
         title: page title.
         png_dir: if given, also write each figure there as ``<figure id>.png`` (created if
-            missing).
+            missing). Other files in it are left alone.
+        force: replace ``path`` and the PNGs even if gradwatch did not write them.
 
     Returns:
         The path of the page.
 
     Raises:
         ImportError: matplotlib is missing (install the ``plot`` extra).
+        FileExistsError: ``path`` or a PNG holds a file that gradwatch did not write.
 
     Example:
         >>> render_run(watch.history, watch.diagnose(), "run.html")   # doctest: +SKIP
@@ -310,6 +501,21 @@ def render_run(
 
     Paper: none; it draws the results of :func:`gradwatch.diagnose` and the Watch.
     """
+    return _render_run(history, findings, path, title=title, png_dir=png_dir, force=force)
+
+
+def _render_run(
+    history: Any,
+    findings: Iterable[Finding],
+    path: Any,
+    *,
+    title: str = "gradwatch run",
+    png_dir: Any = None,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    names: tuple[str, str] = ("path", "png_dir"),
+) -> Path:
+    """:func:`render_run`, never over ``inputs``; errors name the caller's arguments."""
     if not isinstance(history, RunHistory):
         raise TypeError(
             f"history: expected a RunHistory (Watch.history or "
@@ -318,28 +524,23 @@ def render_run(
     found = _check_findings(findings)
     if not isinstance(title, str):
         raise TypeError(f"title: expected a str, got {type(title).__name__}")
-    p = _path("path", path)
-    png = None
-    if png_dir is not None:
-        if not isinstance(png_dir, (str, os.PathLike)):
-            raise TypeError(f"png_dir: expected a directory path, got {type(png_dir).__name__}")
-        png = Path(png_dir)
-        if png.exists() and not png.is_dir():
-            raise ValueError(f"png_dir: {str(png)!r} exists and is not a directory")
+    inputs = tuple(inputs)
+    p = _writable(names[0], path, force=force, inputs=inputs)
+    # png_dir: a folder path (not a file); its PNGs are checked once the figures are known.
+    png = None if png_dir is None else _writable_in(names[1], png_dir, (), force=force)
     figures = run_figures(history)
+    if png is not None:  # every PNG checked before anything is written
+        _writable_in(names[1], png, [(f"{nf.id}.png", "figure") for nf in figures],
+                     force=force, inputs=inputs)
     sections = [
         ("Findings", _findings_html(found)),
         ("Run", _summary_html(history)),
         ("Figures", _figures_html(figures)),
     ]
-    from gradwatch import __version__
-
-    out = write_html(title, sections, p, footer=f"Written by gradwatch {_esc(__version__)}.")
+    footer = f"Written by {_esc(_generator())}."
+    _atomic_write(p, _page(title, sections, footer))
     if png is not None:
         png.mkdir(parents=True, exist_ok=True)
         for nf in figures:
-            buf = io.BytesIO()
-            with style():
-                nf.figure.savefig(buf, format="png", dpi=150, metadata={"Software": None})
-            _atomic_write(png / f"{nf.id}.png", buf.getvalue())
-    return out
+            _atomic_write(png / f"{nf.id}.png", _figure_bytes(nf.figure, "png", dpi=150))
+    return p

@@ -6,10 +6,24 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gradwatch.labs.base import LabResult
-from gradwatch.report.html import _esc, inline_svg, write_html
+from gradwatch.report.html import (
+    _atomic_write,
+    _esc,
+    _figure_bytes,
+    _page,
+    _writable_in,
+    inline_svg,
+)
 from gradwatch.report.labplots import plot_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# What a labs folder holds before any figure: (file name, what it is), for the overwrite rule.
+FILES = (("index.html", "report"), ("results.json", "labs results file"))
 
 _COLOUR = {"holds": "#1b7f3b", "does not hold": "#b3261e", "inconclusive": "#8a6d00"}
 
@@ -20,7 +34,7 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _section(r: LabResult, index: int, png_dir: Path | None) -> str:
+def _section(r: LabResult, index: int, pngs: dict[str, Figure] | None) -> str:
     parts = []
     verdicts = [c.verdict for c in r.claims]
     parts.append(f"<p>{_esc(r.name)} · size {_esc(r.config.size)} · seed {r.config.seed} · "
@@ -44,8 +58,8 @@ def _section(r: LabResult, index: int, png_dir: Path | None) -> str:
         fid = f"lab{index}-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", p.id) or "plot")
         parts.append(f'<figure id="{fid}">{inline_svg(fig, fid)}'
                      f"<figcaption>{_esc(p.title)}</figcaption></figure>")
-        if png_dir is not None:
-            fig.savefig(png_dir / f"{r.name}-{fid}.png", dpi=150)
+        if pngs is not None:
+            pngs[f"{r.name}-{fid}.png"] = fig  # written after the checks
     return "\n".join(parts)
 
 
@@ -55,25 +69,46 @@ def render_labs(
     *,
     crashed: Sequence[tuple[str, str]] = (),
     png: bool = False,
+    force: bool = False,
 ) -> Path:
     """Write ``out/index.html`` (and ``out/results.json``) for a set of lab results.
+
+    The folder may be new, empty, or hold files of an earlier labs report; a file gradwatch
+    did not write where one of ours would go is refused (unless ``force``), before anything
+    is written. Other files in the folder are left alone.
 
     Args:
         results: what the labs returned.
         out: the report folder (created if missing).
         crashed: (lab name, error) pairs to list at the top.
         png: also write each figure as a PNG next to the page.
+        force: replace those files even if gradwatch did not write them.
 
     Returns:
         The path of ``index.html``.
+
+    Raises:
+        FileExistsError: a file in ``out`` that we would replace was not written by gradwatch.
 
     Example:
         >>> render_labs([run_lab("depth", LabConfig("smoke"))], "gradwatch-report")
         ... # doctest: +SKIP
     """
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    png_dir = folder if png else None
+    return _render_labs(results, out, crashed=crashed, png=png, force=force)
+
+
+def _render_labs(
+    results: Sequence[LabResult],
+    out: Any,
+    *,
+    crashed: Sequence[tuple[str, str]] = (),
+    png: bool = False,
+    force: bool = False,
+    name: str = "out",
+) -> Path:
+    """:func:`render_labs`; errors name the caller's argument ``name``."""
+    folder = _writable_in(name, out, FILES, force=force)
+    pngs: dict[str, Figure] | None = {} if png else None
     sections = []
     summary = [(_esc(r.title), _esc(c.statement), f"{c.value:.4g}", _esc(c.rule),
                 f'<b style="color:{_COLOUR.get(c.verdict, "#444")}">{_esc(c.verdict)}</b>')
@@ -84,10 +119,14 @@ def render_labs(
                            for n, e in crashed) + overview
     sections.append(("Verdicts", overview))
     for i, r in enumerate(results):
-        sections.append((r.title, _section(r, i, png_dir)))
-    page = write_html("gradwatch labs", sections, folder / "index.html")
+        sections.append((r.title, _section(r, i, pngs)))
+    page = _page("gradwatch labs", sections, "")
     data = "[" + ",\n".join(r.to_json() for r in results) + "]\n"
-    tmp = folder / ".results.json.tmp"
-    tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, folder / "results.json")
-    return page
+    if pngs:  # every figure checked before anything is written
+        _writable_in(name, folder, [(n, "figure") for n in pngs], force=force)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / "index.html", page)
+    _atomic_write(folder / "results.json", data.encode("utf-8"))
+    for file, fig in (pngs or {}).items():
+        _atomic_write(folder / file, _figure_bytes(fig, "png", dpi=150))
+    return folder / "index.html"
