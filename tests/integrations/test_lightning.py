@@ -180,3 +180,35 @@ def test_the_standalone_pytorch_lightning_trainer_takes_it_too():
         enable_model_summary=False,
     ).fit(Small(), loader())
     assert cb.history.steps.tolist() == [1, 2] and not cb.watch.attached
+
+
+class TanhWithValidation(pl.LightningModule):
+    """A tanh net trained on small inputs (never saturated) and validated on huge ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+        self.validated = 0
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], i: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.net(0.01 * x), y)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], i: int) -> None:
+        self.validated += 1
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.net(100 * x), y))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_a_validation_loop_does_not_pollute_activation_statistics(tmp_path):
+    cb = GradWatchCallback(verbose=False, detail_every=1)
+    t = trainer(tmp_path, cb, val_check_interval=2, num_sanity_val_steps=2)
+    module = TanhWithValidation()
+    t.fit(module, loader(), loader())
+    h = cb.history
+    assert len(h) == STEPS and module.validated > 8  # sanity check and mid-epoch validations
+    assert h["saturated"].max().item() == 0.0  # validation saturates tanh; training does not

@@ -6,6 +6,7 @@ import copy
 import fnmatch
 import math
 import os
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -61,9 +62,17 @@ class _Measured(NamedTuple):
 def _selector(modules: ModuleFilter) -> Callable[[str, nn.Module], bool]:
     if modules is None:
         return lambda name, m: True
-    items = [modules] if isinstance(modules, (str, type)) else list(modules)
+    if isinstance(modules, (str, type)):
+        items: list[Any] = [modules]
+    elif isinstance(modules, Sequence) or isinstance(modules, (set, frozenset)):
+        items = list(modules)
+    else:
+        raise TypeError(
+            "modules: expected a name pattern, an nn.Module type or a list of them, got "
+            f"{type(modules).__name__}"
+        )
     for item in items:
-        if not isinstance(item, (str, type)):
+        if not (isinstance(item, str) or (isinstance(item, type) and issubclass(item, nn.Module))):
             raise TypeError(
                 f"modules: expected name patterns or nn.Module types, got {type(item).__name__}"
             )
@@ -93,7 +102,10 @@ class Watch:
         every: record every ``every``-th step (1 = all).
         modules: only watch modules whose qualified name matches these fnmatch patterns or
             whose type is one of these types.
-        activations: also record activation statistics (forward hooks on recorded steps only).
+        activations: also record activation statistics (forward hooks on recorded steps
+            only). Only forward passes that belong to training count: with gradients enabled
+            and the module in ``train()`` mode; validation passes (``torch.no_grad()``,
+            ``torch.inference_mode()``, ``model.eval()``) are not counted.
         history: rows kept at full resolution (the most recent recorded steps); an equally long
             downsampled view keeps the whole run, so memory is constant.
         detail_every: on every ``detail_every``-th recorded step (0: never) also take the
@@ -106,8 +118,13 @@ class Watch:
             called before ``scaler.unscale_`` (norms are then of the unscaled gradient).
         meta: strings to keep with the run (e.g. ``{"gan_discriminator": "disc",
             "gan_loss": "saturating"}`` for the GAN finding).
-        sinks: where records go at every flush besides the history (see :class:`Sink`:
-            ``JSONLSink``, or TensorBoard / W&B / CSV from ``gradwatch.integrations``).
+        sinks: a list of where records go at every flush besides the history (see
+            :class:`Sink`: ``JSONLSink``, or TensorBoard / W&B / CSV from
+            ``gradwatch.integrations``).
+        flush_every: hand new rows to the sinks at least every this many recorded steps.
+        flush_seconds: ... and at the first recorded step this many seconds after the last
+            flush (``math.inf``: no time bound). Each flush is one host sync on an
+            accelerator and one write per sink.
 
     Under ``torch.compile`` the forward hooks step aside inside compiled graphs (no graph
     breaks, no recompilations): gradient, parameter and update statistics are complete, the
@@ -143,6 +160,8 @@ class Watch:
         scaler: Any = None,
         meta: dict[str, str] | None = None,
         sinks: Sequence[runfile.Sink] = (),
+        flush_every: int = 100,
+        flush_seconds: float = 10.0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -157,9 +176,22 @@ class Watch:
             ("detail_every", detail_every, 0),
             ("history", history, 2),
             ("recurrent_every", recurrent_every, 0),
+            ("flush_every", flush_every, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        if isinstance(flush_seconds, bool) or not isinstance(flush_seconds, (int, float)) or not (
+            flush_seconds > 0
+        ):
+            raise ValueError(
+                f"flush_seconds: expected seconds > 0 (math.inf: no time bound), got "
+                f"{flush_seconds!r}"
+            )
+        if not isinstance(activations, bool):
+            raise TypeError(f"activations: expected True or False, got {activations!r}")
+        sinks = _sink_list(sinks)
+        meta = _meta(meta)
+        _check_scaler(scaler)
         if any(p.is_meta for p in model.parameters()):
             raise ValueError(
                 "model: its parameters are on the meta device (no data yet); materialise them "
@@ -195,6 +227,7 @@ class Watch:
             for n, m in model.named_modules()
             if isinstance(m, RECURRENT) and keep(n, m)
         ]
+        _check_history(history, len(layers), len(self._acts))
         self.layer_info = _layer_info(layers)
         for n, m in self._recurrent:
             if isinstance(m, nn.LSTM) and m.bias:
@@ -231,10 +264,14 @@ class Watch:
         self._batch = 1 if self._group is not None else min(16, self._half_ring)
         self._zeros = torch.zeros(L, dtype=dtype, device=device)
         self._samples_flushed = 0
+        # A run file sees every recorded row within flush_every rows and flush_seconds.
+        self._flush_rows = min(flush_every, self._half_ring)
+        self.flush_seconds = float(flush_seconds)
+        self._flush_due = time.monotonic() + self.flush_seconds
         for sink in sinks:
             self.add_sink(sink)
-        self._warned_no_grad = False
-        self.attached = False
+        self._warned_no_grad = self._warned_closed = False
+        self.attached = self.closed = False
 
     # ---------------------------------------------------------------- lifecycle
     @property
@@ -248,6 +285,7 @@ class Watch:
         """Register the hooks. Called by ``with Watch(...)``."""
         if self.attached:
             return self
+        self.closed = False
         model = self.model
         if model in _attached:
             raise RuntimeError(
@@ -279,12 +317,18 @@ class Watch:
         return self
 
     def close(self) -> None:
-        """Remove every hook and flush the run file. Safe to call twice."""
+        """Remove every hook, write what is pending to the sinks and close them.
+
+        Safe to call twice. After it ``step()`` records nothing (it warns once); ``history``,
+        ``diagnose()`` and ``save()`` still work.
+        """
         self._remove_hooks()
         model = self._model()
         if model is not None:
             _attached.discard(model)
-        self.attached = False
+        if self.closed:
+            return
+        self.attached, self.closed = False, True
         self._drain()
         self.flush()
         for sink in self._sinks:
@@ -318,6 +362,16 @@ class Watch:
         With ``optimizer=`` given to the Watch this is done for you and a call here is ignored.
         """
         if self._optimizer is not None:
+            return
+        if self.closed:
+            if not self._warned_closed:
+                warnings.warn(
+                    "Watch.step(): this Watch is closed (its `with` block ended or close() was "
+                    "called); nothing is recorded. Create a new Watch to record more.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._warned_closed = True
             return
         self._finish_update()
         self._record()
@@ -357,8 +411,12 @@ class Watch:
                 self._drain()
         self._take_captures(step)
         self._step = step
-        # Flush before the ring overwrites rows the file has not seen (one sync per half ring).
-        if self._sinks and self._recorded - self._rows_at_flush >= self._half_ring:
+        # Flush every flush_every rows (always before the ring overwrites rows the sinks have
+        # not seen) and every flush_seconds: one host sync per flush.
+        if self._sinks and (
+            self._recorded - self._rows_at_flush >= self._flush_rows
+            or time.monotonic() >= self._flush_due
+        ):
             self.flush()
 
     def _drain(self) -> None:
@@ -600,22 +658,46 @@ class Watch:
         return diagnose(self.history)
 
     # ---------------------------------------------------------------- files
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(
+        self, path: str | os.PathLike[str] | None = None, *, overwrite: bool = False
+    ) -> str:
         """Write this run to a JSON Lines file, now and at every later flush and on close.
 
+        Rows reach the file at least every ``flush_every`` recorded steps and every
+        ``flush_seconds`` (one write of whole lines each time), so a killed run keeps what
+        it recorded up to then. After ``close()`` the file is written whole and closed.
         Calling it again with another path moves the run file there (from the rows kept).
+
+        Args:
+            path: the ``.jsonl`` file. ``None``: a new ``runs/<YYYYmmdd-HHMMSS>-<n>.jsonl``.
+            overwrite: replace a file holding another gradwatch run (without it that is
+                refused; a file that is not a run file is never replaced).
+
+        Returns:
+            The path written.
+
+        Example:
+            >>> with Watch(model) as watch:           # doctest: +SKIP
+            ...     train(model, watch)
+            >>> watch.save("run.jsonl")               # doctest: +SKIP
+            'run.jsonl'
         """
-        path = os.fspath(path)
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path: expected a file path or None, got {type(path).__name__}")
+        path = runfile.fresh_run_path() if path is None else os.fspath(path)
         if self._file is not None and self._file.path == path:
             self.flush()
-            return
-        new = runfile.JSONLSink(path)
+            return path
+        new = runfile.JSONLSink(path, overwrite=overwrite)
         if self._file is not None:
             self._file.close()
             self._sinks.remove(self._file)
         self._file = new
         self.add_sink(new)
         self.flush()
+        if self.closed:  # nothing more will come: the file is complete
+            new.close()
+        return path
 
     def add_sink(self, sink: runfile.Sink) -> None:
         """Send records to ``sink`` at every flush, starting with the rows already kept.
@@ -652,6 +734,7 @@ class Watch:
         if steps:
             self._flushed = steps[-1]
         self._rows_at_flush = self._recorded
+        self._flush_due = time.monotonic() + self.flush_seconds
         self._samples_flushed = len(self._samples)
 
     def _rows(self, after: int, upto: int) -> tuple[list[int], dict[str, torch.Tensor]]:
@@ -687,6 +770,62 @@ class Watch:
         seg = torch.arange(L, device=local.device).repeat(world)  # (W * L,) layer of each
         merged = [hypot_segments(out[:, i].reshape(-1), seg, L) for i in range(k)]
         return merged, [out[:, k + i].sum(0) for i in range(len(counts))]
+
+
+def _sink_list(sinks: Any) -> list[runfile.Sink]:
+    if isinstance(sinks, runfile.Sink):
+        raise TypeError(
+            f"sinks: expected a list of sinks, got one {type(sinks).__name__}; pass "
+            f"sinks=[{type(sinks).__name__}(...)]"
+        )
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Sequence):
+        raise TypeError(f"sinks: expected a list of sinks, got {type(sinks).__name__}")
+    for i, sink in enumerate(sinks):
+        if not isinstance(sink, runfile.Sink):
+            raise TypeError(
+                f"sinks[{i}]: expected an object with write(header, steps, rows, samples) and "
+                f"close(), got {type(sink).__name__}"
+            )
+    return list(sinks)
+
+
+def _meta(meta: Any) -> dict[str, str]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta: expected a dict of str to str, got {type(meta).__name__}")
+    for k, v in meta.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(
+                f"meta: expected str keys and values, got {k!r}: {v!r} "
+                f"({type(k).__name__}: {type(v).__name__}); write str(value)"
+            )
+    return dict(meta)
+
+
+def _check_scaler(scaler: Any) -> None:
+    if scaler is not None and not (
+        callable(getattr(scaler, "get_scale", None)) and callable(getattr(scaler, "unscale_", None))
+    ):
+        raise TypeError(
+            f"scaler: expected a torch.amp.GradScaler (or None), got {type(scaler).__name__}"
+        )
+
+
+_TABLE_LIMIT = 1 << 30  # bytes of history tables a Watch may allocate
+
+
+def _check_history(history: int, layers: int, activations: int) -> None:
+    """Refuse a ``history`` whose tables would not fit in memory (ring + long view, float64)."""
+    nbytes = 2 * history * (len(LAYER_STATS) * layers + len(ACTIVATION_STATS) * activations) * 8
+    if nbytes > _TABLE_LIMIT:
+        fits = _TABLE_LIMIT // (nbytes // history)
+        raise ValueError(
+            f"history: {history} rows for {layers} layers and {activations} activations would "
+            f"take {nbytes / 2**30:.1f} GiB of tables (the limit is 1 GiB: at most {fits} rows "
+            "here); the long view already keeps the whole run at a coarser stride, so a few "
+            "thousand rows are plenty"
+        )
 
 
 def _table_dtype(device: torch.device) -> torch.dtype:
@@ -798,6 +937,8 @@ def _act_hook(me: weakref.ref[Watch], i: int) -> Callable[..., None]:
     def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         if torch.compiler.is_compiling():
             return  # inside a torch.compile graph: step aside (no graph break, no guards)
+        if not (module.training and torch.is_grad_enabled()):
+            return  # a validation / inference pass: not part of the step being recorded
         w = me()
         if w is None or not w._detailed() or not args or not isinstance(out, torch.Tensor):
             return
@@ -810,8 +951,8 @@ def _act_hook(me: weakref.ref[Watch], i: int) -> Callable[..., None]:
 
 def _rnn_hook(me: weakref.ref[Watch], name: str) -> Callable[..., None]:
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if torch.compiler.is_compiling():
-            return
+        if torch.compiler.is_compiling() or not (module.training and torch.is_grad_enabled()):
+            return  # compiled, or a validation / inference pass
         w = me()
         if w is not None:
             w._capture(name, module, args, kwargs)
