@@ -55,6 +55,8 @@ def test_compiled_model_same_numbers_no_graph_breaks(eager, watch_compiled: bool
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
     # Inside the compiled graph the activation hooks step aside: documented, not silent NaN
     # in the eager run.
-    assert ref_watch.history.activation_stats["saturated"][::2].isfinite().all()
+    stats = ref_watch.history.activation_stats  # saturated for tanh, inactive for ReLU
+    measured = stats["saturated"].isfinite() | stats["inactive"].isfinite()
+    assert measured[::2].all()
     assert watch.history.activation_stats["saturated"].isnan().all()
     assert not any(m._forward_hooks for m in model.modules())  # hooks gone after close

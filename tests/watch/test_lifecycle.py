@@ -35,6 +35,8 @@ def _train(model: nn.Module, watch: gw.Watch, steps: int, after=None) -> None:
 
 
 def _rows_on_disk(path) -> int:
+    if not path.exists():  # the file appears with its first rows
+        return 0
     with open(path, encoding="utf-8") as f:
         text = f.read()
     assert not text or text.endswith("\n")  # a tailing reader only ever sees whole lines

@@ -12,7 +12,12 @@ from torch import nn
 
 from gradwatch._result import Result
 from gradwatch.core import _checks
-from gradwatch.core.activations import dead_share, module_activation, saturated_share
+from gradwatch.core.activations import (
+    dead_share,
+    inactive_share,
+    module_activation,
+    saturated_share,
+)
 
 __all__ = [
     "ActivationStats",
@@ -58,18 +63,21 @@ class ActivationStats(Result):
     Attributes:
         name: qualified module name.
         act: activation name ("sigmoid", "relu", ...).
-        saturated: share of entries whose derivative is under 1% of its maximum (for ReLU:
-            the inactive share).
+        saturated: share of entries whose derivative is under 1% of its maximum; ``None`` for
+            ReLU-like modules, whose flat side is inactivity, not saturation.
         dead: for ReLU-like modules, share of units (output positions) that are inactive for
-            every example in the batch; ``None`` for smooth activations.
+            every example in the batch; ``None`` for the others.
         mean_abs: mean |activation|.
+        inactive: for ReLU-like modules, share of entries on the flat side (x <= 0: about
+            half in a healthy net); ``None`` for the others.
     """
 
     name: str
     act: str
-    saturated: float
+    saturated: float | None
     dead: float | None
     mean_abs: float
+    inactive: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,12 +107,14 @@ class ProbeResult(Result):
         if self.activations:
             rows.append("")
             rows.append(
-                f"{'activation':<28} {'act':<12} {'saturated':>11} {'dead':>11} {'mean |a|':>10}"
+                f"{'activation':<28} {'act':<12} {'saturated':>11} {'inactive':>9} {'dead':>7} "
+                f"{'mean |a|':>10}"
             )
             for a in self.activations:
-                dead = "-" if a.dead is None else f"{a.dead:.1%}"
+                sat, off, dead = ("-" if v is None else f"{v:.1%}"
+                                  for v in (a.saturated, a.inactive, a.dead))
                 rows.append(
-                    f"{a.name:<28} {a.act:<12} {a.saturated:>11.1%} {dead:>11} {a.mean_abs:>10.3g}"
+                    f"{a.name:<28} {a.act:<12} {sat:>11} {off:>9} {dead:>7} {a.mean_abs:>10.3g}"
                 )
         return "\n".join(rows)
 
@@ -279,14 +289,15 @@ def _saturation(
         return None
     with torch.no_grad():
         x = _wide(x.detach())
-        dead = dead_share(act, x)
         mean_abs = (
             float(_wide(out.detach()).abs().mean()) if isinstance(out, torch.Tensor) else math.nan
         )
+        sat, off, dead = saturated_share(act, x), inactive_share(act, x), dead_share(act, x)
         return ActivationStats(
             name,
             act.name,
-            float(saturated_share(act, x)),
+            None if sat.isnan() else float(sat),
             None if dead is None else float(dead),
             mean_abs,
+            None if off is None else float(off),
         )

@@ -54,12 +54,12 @@ class TensorBoardSink:
     """Per-layer scalars and the gradient-flow image in TensorBoard.
 
     Scalars are ``<prefix>/<stat>/<layer or activation>`` at the Watch's step (grad_norm,
-    param_norm, update_ratio, nonfinite, saturated, dead, mean_abs; values not measured at a
-    step are skipped). The image ``<prefix>/gradient_flow`` is log10 of every layer's gradient
-    norm, layers top to bottom in model order and recorded steps left to right, redrawn at
-    each flush: dark blue is the run's smallest value, yellow its largest, grey not measured.
-    Past ``image_steps`` steps neighbouring columns are averaged (in log10), so the image
-    stays small for any run length.
+    param_norm, update_ratio, nonfinite, saturated, inactive, dead, mean_abs; values not
+    measured at a step are skipped). The image ``<prefix>/gradient_flow`` is log10 of every
+    layer's gradient norm, layers top to bottom in model order and recorded steps left to
+    right, redrawn at each flush: dark blue is the run's smallest value, yellow its largest,
+    grey not measured. Past ``image_steps`` steps neighbouring columns are averaged (in
+    log10), so the image stays small for any run length.
 
     Args:
         log_dir: where the event files go (``SummaryWriter(log_dir)``; None: ``runs/...``).

@@ -502,10 +502,12 @@ def _series_labels(names: Sequence[str]) -> list[str]:
 
 @_styled
 def activation_shares(history: RunHistory) -> Figure | None:
-    """Saturated and dead shares of every activation module over time (0..100%).
+    """Saturated, inactive and dead shares of every activation module over time (0..100%).
 
-    Saturated: phi' under 1% of its maximum. Dead: ReLU-like units inactive for the whole
-    batch (not defined for sigmoid/tanh, whose panel then says so).
+    Saturated: phi' under 1% of its maximum (sigmoid, tanh, GELU, ...; not defined for ReLU).
+    Inactive: ReLU-like units on their flat side (about half in a healthy net). Dead: ReLU-like
+    units inactive for the whole batch. A panel whose statistic applies to none of the
+    modules says so.
 
     Args:
         history: a :class:`~gradwatch.RunHistory`.
@@ -519,21 +521,27 @@ def activation_shares(history: RunHistory) -> Figure | None:
     Paper: Glorot & Bengio 2010 (saturation); Lu et al. 2019 (dying ReLU).
     """
     h = _check(history)
-    sat, dead = _table(h, "saturated"), _table(h, "dead")
-    if sat is None or dead is None or len(h) == 0 or not h.activations:
+    panels = [(what, _table(h, what)) for what in ("saturated", "inactive", "dead")]
+    if len(h) == 0 or not h.activations or all(t is None for _, t in panels):
         return None
-    rows = (~np.isnan(sat)).any(axis=1) | (~np.isnan(dead)).any(axis=1)  # (S,) sampled steps
+    width = len(h.activations)
+    tables = [(w, np.full((len(h), width), np.nan) if t is None else t) for w, t in panels]
+    rows = np.zeros(len(h), dtype=bool)  # (S,) sampled steps
+    for _, t in tables:
+        rows |= (~np.isnan(t)).any(axis=1)
     if not rows.any():
         return None
     mpl = _mpl()
     steps = h.steps.detach().cpu().numpy().astype(np.float64)[rows]
-    fig, axes = new_figure(3.6, ncols=2)
-    axes[0, 1].sharex(axes[0, 0])
+    fig, axes = new_figure(3.6, ncols=3)
+    for ax in axes[0, 1:]:
+        ax.sharex(axes[0, 0])
     names = [f"{n} ({k})" for n, k in zip(h.activations, h.activation_kinds, strict=True)]
     colors = _colors(len(names))
     labels = _series_labels(names)
     any_bad = False
-    for ax, table, what in ((axes[0, 0], sat[rows], "saturated"), (axes[0, 1], dead[rows], "dead")):
+    for ax, (what, full) in zip(axes[0], tables, strict=True):
+        table = full[rows]
         seen: set[str] = set()
         for j, color in enumerate(colors):
             if np.isnan(table[:, j]).all():
@@ -567,7 +575,8 @@ def activation_shares(history: RunHistory) -> Figure | None:
         ax.set_title(f"{what.capitalize()} units")
         _key(fig, ax, names, "activation module (model order)", bar=what == "dead")
     fig.suptitle(
-        "Activation saturation and dead units" + (" (non-finite values present)" if any_bad else "")
+        "Activation saturation, inactive and dead units"
+        + (" (non-finite values present)" if any_bad else "")
     )
     return fig
 
@@ -660,10 +669,11 @@ _FIGURES = (
     ),
     (
         "activations",
-        "Saturation and dead units",
+        "Saturation, inactive and dead units",
         activation_shares,
-        "Share of saturated units (phi' under 1% of its maximum) and of dead ReLU-like units in "
-        "each activation module.",
+        "Share of saturated units (phi' under 1% of its maximum: sigmoid, tanh, GELU, ...), and "
+        "of ReLU-like units that are inactive (x <= 0; about half in a healthy net) or dead "
+        "(inactive for the whole batch) in each activation module.",
     ),
     (
         "recurrent",

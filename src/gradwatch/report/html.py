@@ -428,7 +428,12 @@ def _summary_html(h: RunHistory) -> str:
         )
     rows += [(f"meta: {k}", v) for k, v in h.meta.items()]
     body = "\n".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
-    return f'<table class="summary">\n{body}\n</table>'
+    table = f'<table class="summary">\n{body}\n</table>'
+    if not h.notes:
+        return table
+    items = "\n".join(f"<li>{_esc(n)}</li>" for n in h.notes)
+    head = '<p class="label">Not seen by the Watch:</p>'
+    return f'{table}\n{head}\n<ul class="notes">\n{items}\n</ul>'
 
 
 def _figures_html(figures: Sequence[NamedFigure]) -> str:

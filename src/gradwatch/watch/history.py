@@ -41,13 +41,17 @@ class RunHistory(Result):
         steps: (S,) recorded step numbers, increasing (1-based optimizer steps).
         layer_stats: per-layer tables (S, len(layers)): grad_norm, param_norm, update_ratio,
             nonfinite. NaN marks "absent": no gradient reached the layer at that step.
-        activation_stats: per-activation tables (S, len(activations)): saturated, dead,
-            mean_abs. NaN where the statistic does not apply (dead for sigmoid).
+        activation_stats: per-activation tables (S, len(activations)): saturated (phi' under
+            1% of its maximum), inactive and dead (ReLU-like units on their flat side; dead:
+            for the whole batch), mean_abs. NaN where the statistic does not apply (saturated
+            for ReLU, inactive and dead for sigmoid) or was not measured.
         recurrent: sampled gradient-through-time profiles of nn.RNN/LSTM/GRU modules.
         layer_info: per-layer facts taken once at attach, (len(layers),) each: ``numel``,
             ``fan_in`` and ``init_gain`` (sigma_w = sqrt(fan_in * mean(W^2)) of the weight).
         meta: what the user told the Watch (e.g. the GAN discriminator and loss kind), and
             ``lstm_forget_bias:<name>`` entries the Watch adds for LSTM modules.
+        notes: what the Watch could not see, in plain words (activation functions whose input
+            is not a layer's output, activation classes it does not know, compiled modules).
     """
 
     layers: tuple[str, ...]
@@ -60,6 +64,7 @@ class RunHistory(Result):
     recurrent: tuple[RecurrentSample, ...] = ()
     layer_info: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def __getitem__(self, stat: str) -> torch.Tensor:
         if stat in self.layer_stats:
@@ -126,6 +131,7 @@ class RunHistory(Result):
             },
             activation_stats={
                 "saturated": col([a.saturated for a in acts]),
+                "inactive": col([a.inactive for a in acts]),
                 "dead": col([a.dead for a in acts]),
                 "mean_abs": col([a.mean_abs for a in acts]),
             },

@@ -271,6 +271,10 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
         acts = tuple(map(str, head["activations"]))
         act_kinds = tuple(map(str, head["activation_kinds"]))
         meta = {str(k): str(v) for k, v in dict(head.get("meta", {})).items()}
+        notes = head.get("notes", [])
+        if not isinstance(notes, list):
+            raise TypeError
+        notes = tuple(map(str, notes))
         info = {
             str(k): torch.tensor([float(x) for x in v], dtype=torch.float64)
             for k, v in dict(head.get("layer_info", {})).items()
@@ -353,4 +357,5 @@ def load_run(path: str | os.PathLike[str]) -> RunHistory:
         recurrent=tuple(samples),
         layer_info=info,
         meta=meta,
+        notes=notes,
     )

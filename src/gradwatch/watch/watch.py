@@ -6,6 +6,7 @@ import copy
 import fnmatch
 import math
 import os
+import re
 import time
 import warnings
 import weakref
@@ -20,19 +21,21 @@ from torch.utils.hooks import RemovableHandle
 from gradwatch.core.activations import (
     Activation,
     dead_share,
+    inactive_share,
     module_activation,
     saturated_share,
 )
 from gradwatch.core.bptt import bptt_profile
 from gradwatch.core.probe import layers_of, qualname, weight_gain
 from gradwatch.watch import runfile
+from gradwatch.watch.functional import Discovery
 from gradwatch.watch.history import RecurrentSample, RunHistory, Tables
 from gradwatch.watch.stats import NormPlan, hypot_segments, segment_sum
 
 __all__ = ["Watch"]
 
 LAYER_STATS = ("grad_norm", "param_norm", "update_ratio", "nonfinite")
-ACTIVATION_STATS = ("saturated", "dead", "mean_abs")
+ACTIVATION_STATS = ("saturated", "inactive", "dead", "mean_abs")
 RECURRENT = (nn.RNN, nn.LSTM, nn.GRU)
 
 ModuleFilter = str | type[nn.Module] | Sequence[str | type[nn.Module]] | None
@@ -166,6 +169,7 @@ class Watch:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
         # torch.compile's wrapper: hooks and names belong to the module it compiled.
+        compiled = hasattr(model, "_orig_mod")
         model = getattr(model, "_orig_mod", model)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
@@ -217,11 +221,23 @@ class Watch:
         self._param_layer = [i for i, (_, _, ps) in enumerate(layers) for _ in ps]
         device = self._params[0].device
         self._acts: list[tuple[str, nn.Module, Activation]] = []
+        self.notes: list[str] = []  # what the Watch could not see, in plain words
         if activations:
             for n, m in model.named_modules():
                 act = module_activation(m)
                 if act is not None and keep(n, m):
                     self._acts.append((qualname(model, n), m, act))
+                elif act is None and keep(n, m):
+                    self.notes += _unseen_module(qualname(model, n), m)
+        if compiled:
+            self.notes.append(
+                "the model is torch.compile'd: activation statistics and gradient-through-time "
+                "samples of compiled modules are not recorded"
+            )
+        self._fed: set[int] = set()  # activations measured on their producer's output
+        self._discovery: Discovery | None = None
+        self._discover = activations  # look for functional activations in a training forward
+        self._discovery_handles: list[RemovableHandle] = []
         self._recurrent = [
             (qualname(model, n), m)
             for n, m in model.named_modules()
@@ -243,7 +259,7 @@ class Watch:
                                    device=device)
         self._step = 0
         self._handles: list[RemovableHandle] = []
-        # activation index -> ([saturated, dead, mean_abs] sums on device, calls this step)
+        # activation index -> (ACTIVATION_STATS sums on device, calls this step)
         self._staged: dict[int, tuple[list[torch.Tensor | None], int]] = {}
         self._buffers: list[torch.Tensor] | None = None  # weights kept for the update ratio
         # (step, present param indices, param norms then) of the update being measured
@@ -294,11 +310,17 @@ class Watch:
         me = weakref.ref(self)
         try:
             for i, (_, m, _) in enumerate(self._acts):
-                self._handles.append(m.register_forward_hook(_act_hook(me, i)))
+                self._handles.append(m.register_forward_hook(_act_hook(me, i, i in self._fed)))
             for name, m in self._recurrent:
                 self._handles.append(
                     m.register_forward_pre_hook(_rnn_hook(me, name), with_kwargs=True)
                 )
+            if self._discover:
+                self._discovery_handles = [
+                    model.register_forward_pre_hook(_discover_start(me)),
+                    model.register_forward_hook(_discover_stop(me), always_call=True),
+                ]
+                self._handles += self._discovery_handles
             if self._optimizer is not None:
                 self._handles.append(self._optimizer.register_step_pre_hook(_opt_pre(me)))
                 self._handles.append(self._optimizer.register_step_post_hook(_opt_post(me)))
@@ -569,6 +591,7 @@ class Watch:
             x, y = x.detach(), y.detach()
             vals = [
                 saturated_share(act, x),
+                inactive_share(act, x),
                 dead_share(act, x) if x.ndim >= 2 else None,  # None: does not apply (NaN)
                 y.abs().mean(dtype=torch.promote_types(y.dtype, torch.float32)),
             ]
@@ -627,6 +650,7 @@ class Watch:
             recurrent=tuple(self._samples),
             layer_info=dict(self.layer_info),
             meta=dict(self.meta),
+            notes=tuple(self.notes),
         )
 
     def _run_profiles(self) -> None:
@@ -720,8 +744,8 @@ class Watch:
 
     def flush(self) -> None:
         """Hand the recorded steps not yet written to every sink (one host sync)."""
-        if not self._sinks:
-            return
+        if not self._sinks or (not self._recorded and not self._flushed and not self.closed):
+            return  # the header waits for the first row: the activations are known by then
         self._run_profiles()
         # Rows whose update ratio is still to come wait for the next flush (or close).
         pending = self._pending_update
@@ -751,7 +775,48 @@ class Watch:
             "activation_kinds": [a.name for _, _, a in self._acts],
             "layer_info": self.layer_info,
             "meta": self.meta,
+            "notes": list(self.notes),
         }
+
+    # ---------------------------------------------------------------- functional activations
+    def _start_discovery(self, model: nn.Module) -> None:
+        """Before the first training forward: watch the activation functions it calls."""
+        names = {m: qualname(model, n) for n, m in model.named_modules()}
+        self._discovery = Discovery(model, names, {m for _, m, _ in self._acts})
+        self._discovery.start()
+
+    def _finish_discovery(self) -> None:
+        """After it: watch each activation function applied to a module's output on that
+        module's output from now on (this step included); name the others in ``notes``."""
+        found, self._discovery = self._discovery, None
+        if found is None:
+            return
+        found.stop()
+        self._discover = False
+        _remove_all(self._discovery_handles)
+        self.notes += found.notes
+        fed = list(found.fed.values())
+        if fed and self._recorded:  # rows already have their width: do not change it
+            self.notes += [f"{f.name}: found after the first recorded step; not watched"
+                           for f in fed]
+            return
+        if not fed:
+            return
+        me = weakref.ref(self)
+        first = len(self._acts)
+        for i, f in enumerate(fed, start=first):
+            self._acts.append((f.name, f.producer, f.act))
+            self._fed.add(i)
+            self._handles.append(f.producer.register_forward_hook(_act_hook(me, i, True)))
+        A, dev = len(self._acts), self._zeros.device
+        t = self._act_tables
+        self._act_tables = Tables(ACTIVATION_STATS, A, dev, t.recent, t.long, self._zeros.dtype)
+        self._act_nan = torch.full((len(ACTIVATION_STATS), A), math.nan,
+                                   dtype=self._zeros.dtype, device=dev)
+        if self._detailed():  # this forward's calls count for this step
+            for i, f in enumerate(fed, start=first):
+                for x in f.inputs:
+                    self._stage_activation(i, x, f.act.fn(x))
 
     # ---------------------------------------------------------------- distributed
     def _reduce(
@@ -933,7 +998,10 @@ def _remove_all(handles: list[RemovableHandle]) -> None:
     handles.clear()
 
 
-def _act_hook(me: weakref.ref[Watch], i: int) -> Callable[..., None]:
+def _act_hook(me: weakref.ref[Watch], i: int, fed: bool = False) -> Callable[..., None]:
+    """Forward hook of activation ``i``: its module's input (or, ``fed``: the output of the
+    module whose output the activation function is applied to) on detailed steps."""
+
     def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         if torch.compiler.is_compiling():
             return  # inside a torch.compile graph: step aside (no graph break, no guards)
@@ -942,11 +1010,52 @@ def _act_hook(me: weakref.ref[Watch], i: int) -> Callable[..., None]:
         w = me()
         if w is None or not w._detailed() or not args or not isinstance(out, torch.Tensor):
             return
-        x = args[0]
+        x = out if fed else args[0]
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.numel():
-            w._stage_activation(i, x, out)
+            w._stage_activation(i, x, w._acts[i][2].fn(x.detach()) if fed else out)
 
     return hook
+
+
+def _discover_start(me: weakref.ref[Watch]) -> Callable[..., None]:
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        w = me()
+        if (
+            w is None
+            or not w._discover
+            or w._discovery is not None
+            or torch.compiler.is_compiling()
+            or not (module.training and torch.is_grad_enabled())
+        ):
+            return
+        w._start_discovery(module)
+
+    return hook
+
+
+def _discover_stop(me: weakref.ref[Watch]) -> Callable[..., None]:
+    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        w = me()
+        if w is not None and w._discovery is not None:
+            w._finish_discovery()
+
+    return hook
+
+
+_ACTIVATION_LIKE = re.compile(r"act|elu|gelu|swish|silu|mish|sigmoid|tanh|softplus|glu", re.I)
+
+
+def _unseen_module(name: str, m: nn.Module) -> list[str]:
+    """A note for a module that looks like an activation the Watch does not know."""
+    if isinstance(m, (nn.PReLU, nn.RReLU)):
+        return [f"{name!r} ({type(m).__name__}): its slopes are learned or random; no "
+                "activation statistics"]
+    leaf = not any(True for _ in m.children())
+    plain = not any(True for _ in m.parameters(recurse=False))
+    if leaf and plain and _ACTIVATION_LIKE.search(type(m).__name__):
+        return [f"{name!r} ({type(m).__name__}) looks like an activation gradwatch does not "
+                "know; it gives no statistics"]
+    return []
 
 
 def _rnn_hook(me: weakref.ref[Watch], name: str) -> Callable[..., None]:
