@@ -102,6 +102,23 @@ def test_a_gpt2_mlp_gelu_is_watched():
     assert h.activations == ("transformer.h.0.mlp.act", "transformer.h.1.mlp.act")
     assert h.activation_kinds == ("gelu_tanh", "gelu_tanh")
     assert h["saturated"].isfinite().all() and h["mean_abs"].isfinite().all()
+    # The Watch's own gelu/tanh calls (its statistics) are not the model's functional calls.
+    assert w.notes == []
+
+
+def test_bert_pooler_tanh_is_watched_and_nothing_is_unseen():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
+                     intermediate_size=64, vocab_size=50)
+    model = BertModel(cfg)
+    ids = torch.randint(0, 50, (2, 8))
+    with gw.Watch(model, detail_every=1) as w:
+        model(ids).pooler_output.sum().backward()
+        w.step()
+    assert w.history.activation_kinds == ("gelu", "gelu", "tanh")
+    assert w.notes == []
 
 
 class Functional(nn.Module):

@@ -500,14 +500,21 @@ def _series_labels(names: Sequence[str]) -> list[str]:
     return _labels(names)
 
 
+_MEANING = {
+    "saturated": "phi' under 1% of its maximum",
+    "inactive": "ReLU-like, x <= 0 (about half in a healthy net)",
+    "dead": "ReLU-like, inactive for the whole batch",
+}
+
+
 @_styled
 def activation_shares(history: RunHistory) -> Figure | None:
     """Saturated, inactive and dead shares of every activation module over time (0..100%).
 
     Saturated: phi' under 1% of its maximum (sigmoid, tanh, GELU, ...; not defined for ReLU).
     Inactive: ReLU-like units on their flat side (about half in a healthy net). Dead: ReLU-like
-    units inactive for the whole batch. A panel whose statistic applies to none of the
-    modules says so.
+    units inactive for the whole batch. Only the panels whose statistic applies to some
+    module are drawn.
 
     Args:
         history: a :class:`~gradwatch.RunHistory`.
@@ -521,31 +528,34 @@ def activation_shares(history: RunHistory) -> Figure | None:
     Paper: Glorot & Bengio 2010 (saturation); Lu et al. 2019 (dying ReLU).
     """
     h = _check(history)
-    panels = [(what, _table(h, what)) for what in ("saturated", "inactive", "dead")]
-    if len(h) == 0 or not h.activations or all(t is None for _, t in panels):
+    if len(h) == 0 or not h.activations:
         return None
-    width = len(h.activations)
-    tables = [(w, np.full((len(h), width), np.nan) if t is None else t) for w, t in panels]
+    # (statistic, its (S, A) table): only those that apply to some module and were measured
+    panels = [
+        (what, t)
+        for what in ("saturated", "inactive", "dead")
+        if (t := _table(h, what)) is not None and not np.isnan(t).all()
+    ]
+    if not panels:
+        return None
     rows = np.zeros(len(h), dtype=bool)  # (S,) sampled steps
-    for _, t in tables:
+    for _, t in panels:
         rows |= (~np.isnan(t)).any(axis=1)
-    if not rows.any():
-        return None
     mpl = _mpl()
     steps = h.steps.detach().cpu().numpy().astype(np.float64)[rows]
-    fig, axes = new_figure(3.6, ncols=3)
-    for ax in axes[0, 1:]:
+    fig, axes = new_figure(2.5 * len(panels) + 0.6, nrows=len(panels))
+    for ax in axes[1:, 0]:
         ax.sharex(axes[0, 0])
     names = [f"{n} ({k})" for n, k in zip(h.activations, h.activation_kinds, strict=True)]
     colors = _colors(len(names))
     labels = _series_labels(names)
     any_bad = False
-    for ax, (what, full) in zip(axes[0], tables, strict=True):
+    for ax, (what, full) in zip(axes[:, 0], panels, strict=True):
         table = full[rows]
         seen: set[str] = set()
         for j, color in enumerate(colors):
             if np.isnan(table[:, j]).all():
-                continue
+                continue  # the statistic does not apply to this module
             seen |= _series(
                 ax,
                 steps,
@@ -557,23 +567,16 @@ def activation_shares(history: RunHistory) -> Figure | None:
             )
         _edge_proxies(ax, seen)
         any_bad |= "nonfinite" in seen
-        if np.isnan(table).all():
-            ax.text(
-                0.5,
-                0.5,
-                f"{what}: not defined for these activations",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                color="0.4",
-            )
         ax.set_ylim(-0.03, 1.03)
         ax.yaxis.set_major_formatter(mpl.ticker.PercentFormatter(xmax=1))
         _step_ticks(ax, steps)
-        ax.set_xlabel("recorded step")
-        ax.set_ylabel(f"{what} share of units")
-        ax.set_title(f"{what.capitalize()} units")
-        _key(fig, ax, names, "activation module (model order)", bar=what == "dead")
+        ax.set_ylabel(f"{what} share")
+        ax.set_title(f"{what.capitalize()} units: {_MEANING[what]}", fontsize="medium")
+        _key(fig, ax, names, "activation module (model order)", bar=what == panels[-1][0])
+        if ax.get_legend() is not None:  # beside the axes, never over the curves
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                      fontsize="small")
+    axes[-1, 0].set_xlabel("recorded step")
     fig.suptitle(
         "Activation saturation, inactive and dead units"
         + (" (non-finite values present)" if any_bad else "")

@@ -122,6 +122,7 @@ class Discovery(TorchFunctionMode):
         self.fed: dict[tuple[int, str], Fed] = {}
         self._unfed: dict[tuple[str, str], int] = {}  # (function, where) -> calls
         self._handles: list[Any] = []
+        self.quiet = False  # set while the Watch computes its own statistics
 
     def start(self) -> None:
         reg = nn.modules.module
@@ -154,7 +155,7 @@ class Discovery(TorchFunctionMode):
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         entry = self._table.get(func)
-        if entry is not None and args and isinstance(args[0], torch.Tensor):
+        if entry is not None and not self.quiet and args and isinstance(args[0], torch.Tensor):
             self._seen(entry, args, kwargs)  # before the call: an in-place one overwrites x
         return func(*args, **kwargs)
 

@@ -585,10 +585,23 @@ class Watch:
         out[ks, cols] = means / torch.tensor(calls, dtype=out.dtype, device=out.device)
         return out
 
-    def _stage_activation(self, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _stage_activation(self, i: int, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """Stage activation ``i``'s statistics of input ``x`` and output ``y`` (None: a fed
+        activation, whose output is computed here) for this step's row."""
+        if self._discovery is not None:  # our own tanh / gelu calls are not the model's
+            self._discovery.quiet = True
+            try:
+                self._stage(i, x, y)
+            finally:
+                self._discovery.quiet = False
+        else:
+            self._stage(i, x, y)
+
+    def _stage(self, i: int, x: torch.Tensor, y: torch.Tensor | None) -> None:
         act = self._acts[i][2]
         with torch.no_grad():
-            x, y = x.detach(), y.detach()
+            x = x.detach()
+            y = act.fn(x) if y is None else y.detach()
             vals = [
                 saturated_share(act, x),
                 inactive_share(act, x),
@@ -816,7 +829,7 @@ class Watch:
         if self._detailed():  # this forward's calls count for this step
             for i, f in enumerate(fed, start=first):
                 for x in f.inputs:
-                    self._stage_activation(i, x, f.act.fn(x))
+                    self._stage_activation(i, x, None)
 
     # ---------------------------------------------------------------- distributed
     def _reduce(
@@ -1012,7 +1025,7 @@ def _act_hook(me: weakref.ref[Watch], i: int, fed: bool = False) -> Callable[...
             return
         x = out if fed else args[0]
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.numel():
-            w._stage_activation(i, x, w._acts[i][2].fn(x.detach()) if fed else out)
+            w._stage_activation(i, x, None if fed else out)
 
     return hook
 
