@@ -188,6 +188,8 @@ def test_header_only_file_is_an_empty_run(tmp_path):
         warnings.simplefilter("error")
         h = load_run(path)
     assert len(h) == 0 and h.layers == ("a",)
+    (f,) = gw.diagnose(h)  # never "healthy": nothing was recorded
+    assert f.kind == "no_data" and f.severity == "error"
 
 
 @pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n\x00\xff", GOOD[:40].encode(),

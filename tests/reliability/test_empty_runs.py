@@ -2,7 +2,6 @@
 so, never passed off as a healthy run."""
 
 import json
-import warnings
 
 import pytest
 import torch
@@ -22,17 +21,6 @@ HEAD = {
     "meta": {},
 }
 GOOD = json.dumps(HEAD) + "\n"
-
-
-def test_header_only_file_loads_as_zero_steps_and_diagnose_says_so(tmp_path):
-    path = tmp_path / "run.jsonl"
-    path.write_text(GOOD)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        h = load_run(path)
-    assert len(h) == 0
-    (f,) = gw.diagnose(h)
-    assert f.kind == "no_data" and f.severity == "error"
 
 
 def test_a_file_of_only_unreadable_records_is_an_error(tmp_path):
