@@ -195,3 +195,17 @@ def test_named_activations_cover_every_function_discovery_resolves():
                  "hardswish", "softsign", "gelu", "gelu_tanh", "leaky_relu", "elu", "softplus",
                  "hardtanh"):
         assert activation(name).name == name
+
+
+class StarReLU(nn.Module):
+    """An activation gradwatch does not know (s * relu(x)^2 + b with fixed s, b)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.8944 * torch.relu(x).square() - 0.4472
+
+
+def test_an_unknown_activation_class_is_named_in_the_notes():
+    model = nn.Sequential(nn.Linear(4, 4), StarReLU(), nn.Dropout(0.0), nn.Linear(4, 1))
+    w = gw.Watch(model)
+    assert w.notes == ["'1' (StarReLU) looks like an activation gradwatch does not know; it "
+                       "gives no statistics"]

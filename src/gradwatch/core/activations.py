@@ -241,7 +241,7 @@ def _from_module(m: nn.Module) -> Activation | None:
     name = _MODULES.get(type(m))
     if name is not None:
         return _NAMED[name]
-    if isinstance(m, nn.LeakyReLU) and type(m) is nn.LeakyReLU:
+    if type(m) is nn.LeakyReLU:
         s = float(m.negative_slope)
         return _NAMED["leaky_relu"] if s == LEAKY_SLOPE else _leaky(s)
     if type(m) is nn.GELU:

@@ -1055,7 +1055,8 @@ def _discover_stop(me: weakref.ref[Watch]) -> Callable[..., None]:
     return hook
 
 
-_ACTIVATION_LIKE = re.compile(r"act|elu|gelu|swish|silu|mish|sigmoid|tanh|softplus|glu", re.I)
+# class names of activation modules gradwatch may not know (XIELUActivation, SwiGLU, StarReLU)
+_ACTIVATION_LIKE = re.compile(r"activation|elu|swish|silu|mish|sigmoid|tanh|softplus|glu", re.I)
 
 
 def _unseen_module(name: str, m: nn.Module) -> list[str]:
