@@ -57,6 +57,7 @@ class _Measured(NamedTuple):
     step: int
     present: list[int]
     plan: NormPlan
+    absent: torch.Tensor  # (L,) layers no present gradient belongs to
     norms: torch.Tensor
     counts: torch.Tensor | None
     scale: torch.Tensor | None
@@ -420,9 +421,9 @@ class Watch:
         detail = self._detailed()
         grads, scale, sparse = self._grads(present)
         self._follow(grads[0].device)
-        plan, _ = self._plan("grad", present, grads, fresh=sparse)
+        plan, absent = self._plan("grad", present, grads, fresh=sparse)
         norms, counts = plan.norms(grads, count=True)  # the one read of the gradients
-        measured = _Measured(step, present, plan, norms, counts, scale)
+        measured = _Measured(step, present, plan, absent, norms, counts, scale)
         self._recorded += 1
         if detail:
             self._drain()
@@ -465,8 +466,7 @@ class Watch:
             pplan, _ = self._plan("param", m.present, params)
             found.append(pplan.layer_norms(pplan.norms(params)[0]))
         found, (bad,) = self._reduce(found, [bad])
-        absent = self._plans[("grad", tuple(m.present))][1]
-        row = self._layer_row(found, bad, absent)  # (LAYER_STATS, L)
+        row = self._layer_row(found, bad, m.absent)  # (LAYER_STATS, L)
         if params is not None:
             self._keep_for_update(m.step, m.present, params, row[1])
         self._layer_tables.write(m.step, row)
